@@ -1,0 +1,223 @@
+/**
+ * `hamster`: the composition root. Parses the command line, opens Deno KV and
+ * the data directory, wires the real adapters into the S3 endpoint, and runs
+ * it until SIGINT or SIGTERM.
+ *
+ * Commands: `serve`, `version`; `--help` on each.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { DenoDisk, openDenoKv, systemClock, systemRng } from "./src/io/deno/mod.ts";
+import { LocalDataPath } from "./src/data/local.ts";
+import { LocalLog, sweepMetadata } from "./src/meta/mod.ts";
+import { createS3App } from "./src/s3/app.ts";
+import { newId } from "./src/s3/context.ts";
+import denoJson from "./deno.json" with { type: "json" };
+
+const VERSION = denoJson.version;
+
+const USAGE = `hamster: a self-hosted, S3-compatible object store
+
+Usage:
+  hamster serve [flags]     run a single node serving S3
+  hamster version           print the version
+  hamster <command> --help  help for a command
+`;
+
+const SERVE_USAGE = `Usage: hamster serve [flags]
+
+Runs one node: S3 on -s3, metadata in Deno KV and object data under -data-dir.
+
+Flags:
+  -data-dir DIR   where data and metadata live (default ./data)
+  -s3 ADDR        S3 listen address host:port (default 127.0.0.1:9000)
+  -domain NAME    base domain for virtual-hosted addressing (bucket.NAME)
+  -region NAME    the region reported and signed for (default us-east-1)
+
+Credentials: HAMSTER_ACCESS_KEY_ID and HAMSTER_SECRET_ACCESS_KEY. With neither
+set, a key pair is generated on first start, stored in DIR/credentials.json
+(mode 0600) and printed once.
+`;
+
+/** A usage error: printed as one line, exit code 2. */
+class UsageError extends Error {}
+
+/** Accepts Go-style single-dash long flags (`-data-dir x`) as well as `--data-dir x`. */
+function normaliseArgs(args: string[]): string[] {
+  return args.map((a) => (/^-[a-z][a-z0-9-]+(=.*)?$/.test(a) ? `-${a}` : a));
+}
+
+function parseServeArgs(args: string[]) {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: normaliseArgs(args),
+      options: {
+        "data-dir": { type: "string", default: "./data" },
+        s3: { type: "string", default: "127.0.0.1:9000" },
+        domain: { type: "string" },
+        region: { type: "string", default: "us-east-1" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+      allowPositionals: false,
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message.split("\n")[0]);
+  }
+  const v = parsed.values;
+  const m = /^(.*):(\d+)$/.exec(v.s3!);
+  if (!m || Number(m[2]) > 65535) {
+    throw new UsageError(`Bad -s3 address "${v.s3}": want host:port`);
+  }
+  if (!/^[a-z0-9-]+$/.test(v.region!)) throw new UsageError(`Bad -region "${v.region}"`);
+  if (v.domain !== undefined && !/^[a-z0-9.-]+$/.test(v.domain)) {
+    throw new UsageError(`Bad -domain "${v.domain}"`);
+  }
+  return {
+    help: v.help === true,
+    dataDir: v["data-dir"]!,
+    hostname: m[1].replace(/^\[(.*)\]$/, "$1"),
+    port: Number(m[2]),
+    domain: v.domain,
+    region: v.region!,
+  };
+}
+
+interface Credentials {
+  accessKeyId: string;
+  secretAccessKey: string;
+}
+
+/** Reads credentials from the environment, or the data dir, or makes and stores a new pair. */
+async function loadCredentials(dataDir: string): Promise<Credentials> {
+  const id = Deno.env.get("HAMSTER_ACCESS_KEY_ID");
+  const secret = Deno.env.get("HAMSTER_SECRET_ACCESS_KEY");
+  if (id !== undefined || secret !== undefined) {
+    if (!id || !secret) {
+      throw new UsageError(
+        "Set both HAMSTER_ACCESS_KEY_ID and HAMSTER_SECRET_ACCESS_KEY, or neither",
+      );
+    }
+    return { accessKeyId: id, secretAccessKey: secret };
+  }
+  const path = `${dataDir}/credentials.json`;
+  try {
+    return JSON.parse(await Deno.readTextFile(path)) as Credentials;
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  const creds: Credentials = {
+    accessKeyId: `HM${newId(systemRng, 9).toUpperCase()}`,
+    secretAccessKey: btoa(String.fromCharCode(...systemRng.fill(new Uint8Array(30)))),
+  };
+  await Deno.writeTextFile(path, JSON.stringify(creds, null, 2) + "\n", {
+    mode: 0o600,
+    createNew: true,
+  });
+  console.log(`Generated credentials (stored in ${path}). Use them with any S3 client:
+  export AWS_ACCESS_KEY_ID=${creds.accessKeyId}
+  export AWS_SECRET_ACCESS_KEY='${creds.secretAccessKey}'`);
+  return creds;
+}
+
+/** Takes an exclusive lock on the data dir, or fails at once if another process holds it. */
+async function lockDataDir(dataDir: string): Promise<Deno.FsFile> {
+  const file = await Deno.open(`${dataDir}/LOCK`, { read: true, write: true, create: true });
+  const locked = file.lock(true).then(() => true);
+  const timedOut = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 300));
+  if (!await Promise.race([locked, timedOut])) {
+    console.error(`hamster: data dir "${dataDir}" is in use by another hamster process`);
+    Deno.exit(1);
+  }
+  return file;
+}
+
+async function serve(args: string[]): Promise<void> {
+  const opts = parseServeArgs(args);
+  if (opts.help) {
+    console.log(SERVE_USAGE);
+    return;
+  }
+  await Deno.mkdir(opts.dataDir, { recursive: true });
+  const lock = await lockDataDir(opts.dataDir);
+  const creds = await loadCredentials(opts.dataDir);
+  await Deno.mkdir(`${opts.dataDir}/meta`, { recursive: true });
+  const kv = await openDenoKv(`${opts.dataDir}/meta/kv.sqlite3`);
+  const data = new LocalDataPath(new DenoDisk(opts.dataDir));
+  await data.init();
+  const live = await sweepMetadata(kv);
+  const removed = await data.sweep((id) => live.has(id));
+  if (removed > 0) console.log(`Startup sweep removed ${removed} orphaned file(s)`);
+  const log = await LocalLog.open(kv);
+  const app = createS3App({
+    kv,
+    log,
+    data,
+    clock: systemClock,
+    rng: systemRng,
+    secretFor: (id) => (id === creds.accessKeyId ? creds.secretAccessKey : undefined),
+    region: opts.region,
+    domain: opts.domain,
+    logError: (requestId, err) => console.error(`request ${requestId}:`, err),
+  });
+  const server = Deno.serve({
+    hostname: opts.hostname,
+    port: opts.port,
+    onListen: ({ hostname, port }) => {
+      const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+      console.log(`hamster ${VERSION}: S3 on http://${host}:${port}, data in ${opts.dataDir}`);
+    },
+    onError: (err) => {
+      console.error("unhandled:", err);
+      return new Response("Internal error", { status: 500 });
+    },
+  }, app.fetch);
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    console.log("hamster: shutting down");
+    await server.shutdown();
+    kv.close();
+    lock.close();
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  await server.finished;
+}
+
+async function main(args: string[]): Promise<number> {
+  const [command, ...rest] = args;
+  try {
+    switch (command) {
+      case "serve":
+        await serve(rest);
+        return 0;
+      case "version":
+        console.log(`hamster ${VERSION} (deno ${Deno.version.deno}, ${Deno.build.target})`);
+        return 0;
+      case undefined:
+      case "help":
+      case "-h":
+      case "--help":
+      case "-help":
+        console.log(USAGE);
+        return command === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`Unknown command "${command}"; try "hamster --help"`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`hamster: ${err.message}`);
+      return 2;
+    }
+    throw err;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

@@ -1,0 +1,273 @@
+/**
+ * The local data path: an object's bytes as one 1+0 shard file on this node's
+ * disk, written crash-safely through the Disk port.
+ *
+ * Files: `shards/<first two hex digits>/<dataId>.<shardIndex>`; in-flight
+ * writes under `tmp/`. A write is durable and visible to readers only after
+ * `commit()`: temp file written, fsynced, renamed into place, directory
+ * fsynced. Directory fsyncs are grouped: every rename that happened before a
+ * directory sync started is covered by it, so concurrent small PUTs share one.
+ *
+ * @module
+ */
+import type { DataRef } from "../meta/records.ts";
+import type { Disk, WriteHandle } from "../io/mod.ts";
+import { encodeShardHeader, SHARD_HEADER_SIZE_BYTES } from "./shard_file.ts";
+
+/** Bytes buffered before a disk write; two such buffers are in flight at most. */
+export const WRITE_BUFFER_BYTES = 1 << 20;
+/** Bytes per chunk of a read stream. */
+export const READ_CHUNK_BYTES = 512 << 10;
+
+/** An in-progress write of one object's bytes. */
+export interface DataWriter {
+  /** Appends bytes; resolves once they are buffered (the buffer is bounded). */
+  write(bytes: Uint8Array): Promise<void>;
+  /** Bytes written so far. */
+  readonly sizeBytes: number;
+  /** Makes the bytes durable and returns where they live. */
+  commit(): Promise<DataRef>;
+  /** Discards everything written; safe to call more than once and after a failure. */
+  abort(): Promise<void>;
+}
+
+/** Where object bytes are stored and read: the seam the erasure-coded path replaces. */
+export interface DataPath {
+  /** Starts writing a new object's bytes under `dataId` (32 hex digits). */
+  create(dataId: string): Promise<DataWriter>;
+  /** The bytes `[startByte, endByte)` of `ref`, streamed in bounded chunks. */
+  read(ref: DataRef, startByte: number, endByte: number): ReadableStream<Uint8Array>;
+  /** Removes `ref`'s files; missing files are not an error. */
+  remove(ref: DataRef): Promise<void>;
+  /**
+   * Removes every shard file whose data id `isLive` rejects, and every temp
+   * file. Run only while no write is in flight (at startup).
+   * @returns how many files were removed
+   */
+  sweep(isLive: (dataId: string) => boolean): Promise<number>;
+}
+
+/** A DataPath on one local disk, storing every object as one 1+0 shard. */
+export class LocalDataPath implements DataPath {
+  readonly #disk: Disk;
+  readonly #dirSyncs = new Map<string, DirSync>();
+
+  constructor(disk: Disk) {
+    this.#disk = disk;
+  }
+
+  /** Creates the folders this data path uses. */
+  async init(): Promise<void> {
+    await this.#disk.mkdirp("tmp");
+    await this.#disk.mkdirp("shards");
+  }
+
+  static shardPath(dataId: string, shardIndex = 0): string {
+    return `shards/${dataId.slice(0, 2)}/${dataId}.${shardIndex}`;
+  }
+
+  async create(dataId: string): Promise<DataWriter> {
+    const tmpPath = `tmp/${dataId}.0.tmp`;
+    const file = await this.#disk.create(tmpPath);
+    const writer = new LocalWriter(this, file, tmpPath, dataId);
+    await writer.write(
+      encodeShardHeader({
+        dataId,
+        shardIndex: 0,
+        k: 1,
+        m: 0,
+        sliceSizeBytes: 0,
+        frameSizeBytes: 0,
+      }),
+    );
+    writer.sizeBytes = 0;
+    return writer;
+  }
+
+  /** @internal */
+  get disk(): Disk {
+    return this.#disk;
+  }
+
+  /** Renames a synced temp file into place and waits for its directory to be durable. */
+  async publish(tmpPath: string, dataId: string): Promise<void> {
+    const dir = `shards/${dataId.slice(0, 2)}`;
+    const target = LocalDataPath.shardPath(dataId);
+    try {
+      await this.#disk.rename(tmpPath, target);
+    } catch (err) {
+      if (!(err instanceof Error && err.name === "NotFoundError")) throw err;
+      await this.#disk.mkdirp(dir);
+      await this.#disk.rename(tmpPath, target);
+    }
+    let sync = this.#dirSyncs.get(dir);
+    if (!sync) {
+      sync = new DirSync(() => this.#disk.syncDir(dir));
+      this.#dirSyncs.set(dir, sync);
+    }
+    await sync.sync();
+  }
+
+  read(ref: DataRef, startByte: number, endByte: number): ReadableStream<Uint8Array> {
+    const disk = this.#disk;
+    let handle: Awaited<ReturnType<Disk["open"]>> | undefined;
+    let position = startByte;
+    return new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        try {
+          handle ??= await disk.open(LocalDataPath.shardPath(ref.dataId));
+          if (position >= endByte) {
+            handle.close();
+            handle = undefined;
+            controller.close();
+            return;
+          }
+          const buf = new Uint8Array(Math.min(READ_CHUNK_BYTES, endByte - position));
+          let filled = 0;
+          while (filled < buf.length) {
+            const n = await handle.read(
+              buf.subarray(filled),
+              SHARD_HEADER_SIZE_BYTES + position + filled,
+            );
+            if (n === 0) {
+              throw new Error(`Shard file of "${ref.dataId}" is shorter than its metadata says`);
+            }
+            filled += n;
+          }
+          position += filled;
+          controller.enqueue(buf);
+        } catch (err) {
+          handle?.close();
+          handle = undefined;
+          controller.error(err);
+        }
+      },
+      cancel() {
+        handle?.close();
+        handle = undefined;
+      },
+    }, { highWaterMark: 1 });
+  }
+
+  async remove(ref: DataRef): Promise<void> {
+    await this.#disk.remove(LocalDataPath.shardPath(ref.dataId));
+  }
+
+  async sweep(isLive: (dataId: string) => boolean): Promise<number> {
+    let removed = 0;
+    for await (const e of this.#disk.list("tmp")) {
+      await this.#disk.remove(`tmp/${e.name}`);
+      removed++;
+    }
+    for await (const dir of this.#disk.list("shards")) {
+      if (!dir.isDirectory) continue;
+      for await (const f of this.#disk.list(`shards/${dir.name}`)) {
+        const dataId = f.name.split(".")[0];
+        if (!isLive(dataId)) {
+          await this.#disk.remove(`shards/${dir.name}/${f.name}`);
+          removed++;
+        }
+      }
+    }
+    return removed;
+  }
+}
+
+class LocalWriter implements DataWriter {
+  sizeBytes = 0;
+  #buffer = new Uint8Array(WRITE_BUFFER_BYTES);
+  #filled = 0;
+  #pending: Promise<void> = Promise.resolve();
+  #state: "open" | "committed" | "aborted" = "open";
+
+  constructor(
+    readonly owner: LocalDataPath,
+    readonly file: WriteHandle,
+    readonly tmpPath: string,
+    readonly dataId: string,
+  ) {}
+
+  async write(bytes: Uint8Array): Promise<void> {
+    if (this.#state !== "open") throw new Error("Write after the writer was closed");
+    this.sizeBytes += bytes.length;
+    let off = 0;
+    while (off < bytes.length) {
+      const n = Math.min(bytes.length - off, this.#buffer.length - this.#filled);
+      this.#buffer.set(bytes.subarray(off, off + n), this.#filled);
+      this.#filled += n;
+      off += n;
+      if (this.#filled === this.#buffer.length) await this.#flush();
+    }
+  }
+
+  /** Hands the full buffer to the disk and continues into a fresh one; at most one write in flight. */
+  async #flush(): Promise<void> {
+    await this.#pending;
+    const full = this.#buffer.subarray(0, this.#filled);
+    this.#pending = this.file.write(full);
+    this.#buffer = new Uint8Array(WRITE_BUFFER_BYTES);
+    this.#filled = 0;
+  }
+
+  async commit(): Promise<DataRef> {
+    if (this.#state !== "open") throw new Error("Commit after the writer was closed");
+    try {
+      if (this.#filled > 0) await this.#flush();
+      await this.#pending;
+      await this.file.sync();
+      this.file.close();
+      this.#state = "committed";
+      await this.owner.publish(this.tmpPath, this.dataId);
+    } catch (err) {
+      await this.abort();
+      throw err;
+    }
+    return { dataId: this.dataId, k: 1, m: 0, sizeBytes: this.sizeBytes };
+  }
+
+  async abort(): Promise<void> {
+    if (this.#state === "aborted") return;
+    const wasOpen = this.#state === "open";
+    this.#state = "aborted";
+    if (wasOpen) {
+      await this.#pending.catch(() => {});
+      try {
+        this.file.close();
+      } catch {
+        // already closed
+      }
+    }
+    await this.owner.disk.remove(this.tmpPath);
+    await this.owner.remove({ dataId: this.dataId, k: 1, m: 0, sizeBytes: 0 });
+  }
+}
+
+/**
+ * Coalesces directory fsyncs: callers that arrive while a sync runs share
+ * the next one, which starts after their renames.
+ */
+class DirSync {
+  #running: Promise<void> | null = null;
+  #next: Promise<void> | null = null;
+
+  constructor(readonly doSync: () => Promise<void>) {}
+
+  sync(): Promise<void> {
+    if (this.#next) return this.#next;
+    if (!this.#running) {
+      this.#running = this.doSync().finally(() => {
+        this.#running = null;
+      });
+      return this.#running;
+    }
+    const next = this.#running.catch(() => {}).then(() => {
+      this.#next = null;
+      this.#running = this.doSync().finally(() => {
+        this.#running = null;
+      });
+      return this.#running;
+    });
+    this.#next = next;
+    return next;
+  }
+}

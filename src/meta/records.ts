@@ -1,0 +1,126 @@
+/**
+ * Metadata records and their Deno KV key tuples.
+ *
+ * Pure: no clock, no I/O.
+ *
+ * Keyspace (strings in keys sort by UTF-8 bytes, which is S3 listing order):
+ *
+ * | key | value |
+ * |---|---|
+ * | `["bucket", bucket]` | {@link BucketRecord} |
+ * | `["cur", bucket, key]` | {@link ObjectRecord}: the current version; listings scan this |
+ * | `["manifest", dataId, chunkIndex]` | {@link ManifestChunk}: a multipart object's parts, 250 a chunk |
+ * | `["upload", bucket, key, uploadId]` | {@link UploadRecord}: an in-progress multipart upload |
+ * | `["part", uploadId, partNumber]` | {@link PartRecord}: an uploaded part |
+ * | `["sys", "applied"]` | the index of the last applied command |
+ *
+ * @module
+ */
+import type { KvKey } from "../io/mod.ts";
+
+/** A bucket's configuration. */
+export interface BucketRecord {
+  name: string;
+  createdMs: number;
+  region: string;
+}
+
+/**
+ * Where an object's bytes live: one data id, its storage profile, and its size.
+ * A shard file is named by `dataId` and shard index (see `src/data/`).
+ */
+export interface DataRef {
+  /** 32 lower-case hex digits (128 random bits), chosen by the proposer. */
+  dataId: string;
+  /** Data shards. */
+  k: number;
+  /** Parity shards. */
+  m: number;
+  sizeBytes: number;
+}
+
+/** An `x-amz-checksum-*` value stored with an object or part. */
+export interface ChecksumValue {
+  algorithm: ChecksumAlgorithm;
+  /** Base64 of the big-endian checksum bytes, as the header carries it. */
+  value: string;
+  type: "FULL_OBJECT" | "COMPOSITE";
+}
+
+/** The checksum algorithms S3 defines. */
+export type ChecksumAlgorithm = "CRC32" | "CRC32C" | "SHA1" | "SHA256" | "CRC64NVME";
+
+/** Standard headers stored with an object and returned on GET and HEAD. */
+export interface ObjectHeaders {
+  contentType?: string;
+  cacheControl?: string;
+  contentDisposition?: string;
+  contentEncoding?: string;
+  contentLanguage?: string;
+  expires?: string;
+}
+
+/** The current version of an object. */
+export interface ObjectRecord extends ObjectHeaders {
+  sizeBytes: number;
+  /** The ETag without quotes: 32 hex digits, or `hex-N` for a multipart object. */
+  etag: string;
+  lastModifiedMs: number;
+  /** `x-amz-meta-*` values by lower-case name without the prefix. */
+  userMeta: Record<string, string>;
+  checksum?: ChecksumValue;
+  /** A simple object's bytes; absent for a multipart object. */
+  data?: DataRef;
+  /** A multipart object: its manifest id, part count and chunk count. */
+  multipart?: { manifestId: string; partCount: number; chunkCount: number };
+}
+
+/** One part of a completed multipart object, in part order. */
+export interface ManifestPart {
+  partNumber: number;
+  data: DataRef;
+  etag: string;
+}
+
+/** A slice of a multipart object's manifest: at most {@link MANIFEST_CHUNK_PARTS} parts. */
+export interface ManifestChunk {
+  parts: ManifestPart[];
+}
+
+/** Parts per manifest chunk: 250 parts of about 150 bytes stay well under the 64 KiB value limit. */
+export const MANIFEST_CHUNK_PARTS = 250;
+
+/** An in-progress multipart upload. */
+export interface UploadRecord extends ObjectHeaders {
+  uploadId: string;
+  initiatedMs: number;
+  userMeta: Record<string, string>;
+  checksumAlgorithm?: ChecksumAlgorithm;
+}
+
+/** An uploaded part. */
+export interface PartRecord {
+  partNumber: number;
+  etag: string;
+  data: DataRef;
+  lastModifiedMs: number;
+  checksum?: ChecksumValue;
+}
+
+/** KV key tuples, one function per record kind. */
+export const keys = {
+  bucket: (bucket: string): KvKey => ["bucket", bucket],
+  buckets: (): KvKey => ["bucket"],
+  object: (bucket: string, key: string): KvKey => ["cur", bucket, key],
+  objects: (bucket: string): KvKey => ["cur", bucket],
+  manifest: (manifestId: string, chunk: number): KvKey => ["manifest", manifestId, chunk],
+  upload: (
+    bucket: string,
+    key: string,
+    uploadId: string,
+  ): KvKey => ["upload", bucket, key, uploadId],
+  uploads: (bucket: string): KvKey => ["upload", bucket],
+  part: (uploadId: string, partNumber: number): KvKey => ["part", uploadId, partNumber],
+  parts: (uploadId: string): KvKey => ["part", uploadId],
+  applied: (): KvKey => ["sys", "applied"],
+} as const;

@@ -1,0 +1,119 @@
+/**
+ * The S3 endpoint: a Hono app on Web-standard Request/Response. Every request
+ * is authenticated (SigV4), resolved to an AWS operation name, and dispatched
+ * through one table of handlers; every failure renders as S3 error XML.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import { decodeBody, splitRequestUrl, verifyRequest } from "../auth/mod.ts";
+import type { Handler, S3Context, S3Deps } from "./context.ts";
+import { newId } from "./context.ts";
+import { S3Error, toS3Error } from "./errors.ts";
+import { type Operation, resolveOperation, resolveTarget } from "./router.ts";
+import * as buckets from "./buckets.ts";
+import * as list from "./list.ts";
+import * as objects from "./objects.ts";
+import * as multipart from "./multipart.ts";
+
+/** The operation table: every AWS operation Hamster answers, by name. */
+export const OPERATIONS: Record<Operation, Handler> = {
+  ListBuckets: buckets.ListBuckets,
+  CreateBucket: buckets.CreateBucket,
+  HeadBucket: buckets.HeadBucket,
+  DeleteBucket: buckets.DeleteBucket,
+  GetBucketLocation: buckets.GetBucketLocation,
+  GetBucketVersioning: buckets.GetBucketVersioning,
+  ListObjects: list.ListObjects,
+  ListObjectsV2: list.ListObjectsV2,
+  ListMultipartUploads: multipart.ListMultipartUploads,
+  DeleteObjects: objects.DeleteObjects,
+  PutObject: objects.PutObject,
+  CopyObject: objects.CopyObject,
+  GetObject: objects.GetObject,
+  HeadObject: objects.HeadObject,
+  DeleteObject: objects.DeleteObject,
+  CreateMultipartUpload: multipart.CreateMultipartUpload,
+  UploadPart: multipart.UploadPart,
+  UploadPartCopy: multipart.UploadPartCopy,
+  CompleteMultipartUpload: multipart.CompleteMultipartUpload,
+  AbortMultipartUpload: multipart.AbortMultipartUpload,
+  ListParts: multipart.ListParts,
+};
+
+/** Handles one S3 request end to end; never throws. */
+export async function handleS3(req: Request, deps: S3Deps): Promise<Response> {
+  const requestId = newId(deps.rng, 8).toUpperCase();
+  const { rawPath, rawQuery } = splitRequestUrl(req.url);
+  let res: Response;
+  try {
+    const url = new URL(req.url);
+    const target = resolveTarget(rawPath, req.headers.get("host"), deps.domain);
+    const auth = verifyRequest(
+      { method: req.method, rawPath, rawQuery, headers: req.headers },
+      deps.secretFor,
+      deps.clock.nowMs(),
+      deps.region,
+    );
+    const operation = resolveOperation(req.method, target, url.searchParams, req.headers);
+    let decoded: ReturnType<S3Context["body"]> | undefined;
+    const ctx: S3Context = {
+      deps,
+      req,
+      url,
+      query: url.searchParams,
+      bucket: target.bucket,
+      key: target.key,
+      requestId,
+      auth,
+      body: () => {
+        decoded ??= decodeBody(
+          req.body ?? new ReadableStream({ start: (c) => c.close() }),
+          auth.payload,
+          req.headers,
+        );
+        return decoded;
+      },
+    };
+    res = await OPERATIONS[operation](ctx);
+  } catch (err) {
+    const s3err = toS3Error(err);
+    if (s3err.code === "InternalError") deps.logError(requestId, err);
+    const headers = new Headers(s3err.headers);
+    headers.set("x-amz-request-id", requestId);
+    if (req.method === "HEAD" || s3err.status === 304) {
+      res = new Response(null, { status: s3err.status, headers });
+    } else {
+      headers.set("content-type", "application/xml");
+      res = new Response(s3err.toXml(decodeURIComponentSafe(rawPath), requestId), {
+        status: s3err.status,
+        headers,
+      });
+    }
+    // A body the handler never read must not be left to block the connection.
+    if (req.body && !req.bodyUsed) req.body.cancel().catch(() => {});
+  }
+  res.headers.set("x-amz-request-id", requestId);
+  res.headers.set("server", "Hamster");
+  return res;
+}
+
+function decodeURIComponentSafe(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
+
+/** Builds the Hono app serving the S3 API over `deps`. */
+export function createS3App(deps: S3Deps): Hono {
+  const app = new Hono();
+  app.all("*", (c) => handleS3(c.req.raw, deps));
+  app.onError((err) => {
+    const s3err = err instanceof S3Error ? err : toS3Error(err);
+    deps.logError("-", err);
+    return new Response(s3err.toXml("/", "-"), { status: s3err.status });
+  });
+  return app;
+}

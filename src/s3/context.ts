@@ -1,0 +1,67 @@
+/**
+ * What every S3 operation handler receives: the parsed request, the
+ * authenticated caller and the node's services.
+ *
+ * @module
+ */
+import type { AuthResult } from "../auth/mod.ts";
+import type { DataPath } from "../data/local.ts";
+import type { Clock, MetaKv, Rng } from "../io/mod.ts";
+import type { MetaLog } from "../meta/mod.ts";
+
+/** The services an S3 endpoint runs on. */
+export interface S3Deps {
+  /** The local metadata replica, for reads. */
+  kv: MetaKv;
+  /** The seam every metadata change goes through. */
+  log: MetaLog;
+  /** Where object bytes are stored. */
+  data: DataPath;
+  clock: Clock;
+  rng: Rng;
+  /** The secret for an access key id, or undefined when unknown. */
+  secretFor(accessKeyId: string): string | undefined;
+  /** The region this endpoint reports and expects in signatures. */
+  region: string;
+  /** With virtual-hosted addressing: the base domain (`s3.example.com`). */
+  domain?: string;
+  /** Logs an internal error. */
+  logError(requestId: string, err: unknown): void;
+}
+
+/** One S3 request, resolved to its operation and authenticated. */
+export interface S3Context {
+  deps: S3Deps;
+  req: Request;
+  url: URL;
+  query: URLSearchParams;
+  /** The bucket named by the path or host; "" for service-level requests. */
+  bucket: string;
+  /** The decoded object key; "" for bucket-level requests. */
+  key: string;
+  requestId: string;
+  auth: AuthResult;
+  /** The request's body, decoded from aws-chunked and checked against its signature. */
+  body(): { stream: ReadableStream<Uint8Array>; trailers: Promise<Headers> };
+}
+
+/** An operation handler. */
+export type Handler = (ctx: S3Context) => Promise<Response>;
+
+/** A new random id of `sizeBytes` bytes, as lower-case hex. */
+export function newId(rng: Rng, sizeBytes = 16): string {
+  const b = rng.fill(new Uint8Array(sizeBytes));
+  let s = "";
+  for (const x of b) s += x.toString(16).padStart(2, "0");
+  return s;
+}
+
+/** An XML response with status 200 unless told. */
+export function xmlResponse(xml: string, status = 200, headers: HeadersInit = {}): Response {
+  const h = new Headers(headers);
+  h.set("content-type", "application/xml");
+  return new Response(xml, { status, headers: h });
+}
+
+/** The canonical owner every bucket and object reports (one account per node for now). */
+export const OWNER = { ID: "hamster", DisplayName: "hamster" } as const;

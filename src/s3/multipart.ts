@@ -1,0 +1,406 @@
+/**
+ * Multipart uploads: CreateMultipartUpload, UploadPart, UploadPartCopy,
+ * CompleteMultipartUpload, AbortMultipartUpload, ListParts and
+ * ListMultipartUploads.
+ *
+ * ETag of the result: MD5 of the concatenated binary part MD5s, then `-N`.
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
+import { type ChecksumValue, keys, type PartRecord, type UploadRecord } from "../meta/mod.ts";
+import { checksumHeader, compositeChecksum, parseChecksumAlgorithm } from "./checksums.ts";
+import { newId, OWNER, type S3Context, xmlResponse } from "./context.ts";
+import { S3Error } from "./errors.ts";
+import { isoDate, readObjectHeaders, unquoteEtag, validateKey } from "./http.ts";
+import { ingest } from "./ingest.ts";
+import { compareUtf8 } from "./list.ts";
+import { copyBytes, copySource, removeGarbage } from "./objects.ts";
+import { requireBucket } from "./buckets.ts";
+import { asArray, parseXmlBody, readCappedText, renderXml } from "./xml.ts";
+
+/** The highest part number. */
+export const MAX_PART_NUMBER = 10000;
+
+async function requireUpload(ctx: S3Context, uploadId: string): Promise<UploadRecord> {
+  const e = await ctx.deps.kv.get<UploadRecord>(keys.upload(ctx.bucket, ctx.key, uploadId));
+  if (!e) {
+    await requireBucket(ctx);
+    throw new S3Error("NoSuchUpload", `Upload "${uploadId}" does not exist`, {
+      extra: { UploadId: uploadId },
+    });
+  }
+  return e.value;
+}
+
+function parsePartNumber(v: string | null): number {
+  const n = Number(v);
+  if (v === null || !/^\d+$/.test(v) || n < 1 || n > MAX_PART_NUMBER) {
+    throw new S3Error(
+      "InvalidArgument",
+      "Part number must be an integer between 1 and 10000, inclusive",
+      {
+        extra: { ArgumentName: "partNumber", ArgumentValue: v ?? "" },
+      },
+    );
+  }
+  return n;
+}
+
+/** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_CreateMultipartUpload.html */
+export async function CreateMultipartUpload(ctx: S3Context): Promise<Response> {
+  validateKey(ctx.key);
+  const headers = ctx.req.headers;
+  for (const h of ["x-amz-server-side-encryption", "x-amz-object-lock-mode", "x-amz-tagging"]) {
+    if (headers.has(h)) throw new S3Error("NotImplemented", `The "${h}" header is not implemented`);
+  }
+  const sc = headers.get("x-amz-storage-class");
+  if (sc !== null && sc !== "STANDARD") throw new S3Error("InvalidStorageClass");
+  const { stored, userMeta } = readObjectHeaders(headers);
+  const algorithmName = headers.get("x-amz-checksum-algorithm");
+  const uploadId = newId(ctx.deps.rng, 24);
+  const upload: UploadRecord = JSON.parse(JSON.stringify({
+    ...stored,
+    uploadId,
+    initiatedMs: ctx.deps.clock.nowMs(),
+    userMeta,
+    ...(algorithmName !== null ? { checksumAlgorithm: parseChecksumAlgorithm(algorithmName) } : {}),
+  }));
+  await ctx.deps.log.propose({
+    type: "CreateMultipartUpload",
+    bucket: ctx.bucket,
+    key: ctx.key,
+    upload,
+  });
+  return xmlResponse(
+    renderXml("InitiateMultipartUploadResult", {
+      Bucket: ctx.bucket,
+      Key: ctx.key,
+      UploadId: uploadId,
+    }),
+    200,
+    upload.checksumAlgorithm ? { "x-amz-checksum-algorithm": upload.checksumAlgorithm } : {},
+  );
+}
+
+async function commitPart(ctx: S3Context, uploadId: string, part: PartRecord): Promise<void> {
+  try {
+    const result = await ctx.deps.log.propose({
+      type: "UploadPart",
+      bucket: ctx.bucket,
+      key: ctx.key,
+      uploadId,
+      part,
+    });
+    removeGarbage(ctx, result.garbage);
+  } catch (err) {
+    removeGarbage(ctx, [part.data]);
+    throw err;
+  }
+}
+
+/** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_UploadPart.html */
+export async function UploadPart(ctx: S3Context): Promise<Response> {
+  validateKey(ctx.key);
+  const partNumber = parsePartNumber(ctx.query.get("partNumber"));
+  const uploadId = ctx.query.get("uploadId") ?? "";
+  const upload = await requireUpload(ctx, uploadId);
+  const ingested = await ingest(ctx, ctx.body(), { uploadAlgorithm: upload.checksumAlgorithm });
+  const part: PartRecord = {
+    partNumber,
+    etag: ingested.md5Hex,
+    data: ingested.data,
+    lastModifiedMs: ctx.deps.clock.nowMs(),
+    ...(ingested.checksum ? { checksum: ingested.checksum } : {}),
+  };
+  await commitPart(ctx, uploadId, part);
+  const headers: Record<string, string> = { etag: `"${part.etag}"` };
+  if (part.checksum) headers[checksumHeader(part.checksum.algorithm)] = part.checksum.value;
+  return new Response(null, { status: 200, headers });
+}
+
+/** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_UploadPartCopy.html */
+export async function UploadPartCopy(ctx: S3Context): Promise<Response> {
+  validateKey(ctx.key);
+  const partNumber = parsePartNumber(ctx.query.get("partNumber"));
+  const uploadId = ctx.query.get("uploadId") ?? "";
+  const upload = await requireUpload(ctx, uploadId);
+  const src = await copySource(ctx);
+  let start = 0;
+  let end = src.record.sizeBytes;
+  const rangeHeader = ctx.req.headers.get("x-amz-copy-source-range");
+  if (rangeHeader !== null) {
+    const m = /^bytes=(\d+)-(\d+)$/.exec(rangeHeader.trim());
+    if (!m || Number(m[2]) < Number(m[1]) || Number(m[2]) >= src.record.sizeBytes) {
+      throw new S3Error(
+        "InvalidArgument",
+        "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy",
+        {
+          extra: { ArgumentName: "x-amz-copy-source-range", ArgumentValue: rangeHeader },
+        },
+      );
+    }
+    start = Number(m[1]);
+    end = Number(m[2]) + 1;
+  }
+  const ingested = await copyBytes(ctx, src.record, start, end, upload.checksumAlgorithm);
+  const part: PartRecord = {
+    partNumber,
+    etag: ingested.md5Hex,
+    data: ingested.data,
+    lastModifiedMs: ctx.deps.clock.nowMs(),
+    ...(ingested.checksum ? { checksum: ingested.checksum } : {}),
+  };
+  await commitPart(ctx, uploadId, part);
+  return xmlResponse(renderXml("CopyPartResult", {
+    ETag: `"${part.etag}"`,
+    LastModified: isoDate(part.lastModifiedMs),
+    ...(part.checksum ? { [`Checksum${part.checksum.algorithm}`]: part.checksum.value } : {}),
+  }));
+}
+
+/** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_CompleteMultipartUpload.html */
+export async function CompleteMultipartUpload(ctx: S3Context): Promise<Response> {
+  validateKey(ctx.key);
+  const uploadId = ctx.query.get("uploadId") ?? "";
+  const upload = await requireUpload(ctx, uploadId);
+  const doc = parseXmlBody(await readCappedText(ctx.body().stream), "CompleteMultipartUpload");
+  const requested = asArray(
+    doc.Part as Record<string, unknown> | Record<string, unknown>[] | undefined,
+  );
+  if (requested.length === 0) {
+    throw new S3Error("MalformedXML", "You must specify at least one part");
+  }
+  if (requested.length > MAX_PART_NUMBER) {
+    throw new S3Error("MalformedXML", `A multipart upload has at most ${MAX_PART_NUMBER} parts`);
+  }
+  const parts = requested.map((p) => ({
+    partNumber: parsePartNumber(String(p.PartNumber ?? "")),
+    etag: unquoteEtag(String(p.ETag ?? "")),
+    checksums: p,
+  }));
+  for (let i = 1; i < parts.length; i++) {
+    if (parts[i].partNumber <= parts[i - 1].partNumber) {
+      throw new S3Error(
+        "InvalidPartOrder",
+        "The list of parts was not in ascending order; parts must be ordered by part number",
+      );
+    }
+  }
+  const stored = new Map<number, PartRecord>();
+  for await (const e of ctx.deps.kv.list<PartRecord>({ prefix: keys.parts(uploadId) })) {
+    stored.set(e.value.partNumber, e.value);
+  }
+  const md5 = createHash("md5");
+  const partChecksums: string[] = [];
+  for (const p of parts) {
+    const part = stored.get(p.partNumber);
+    if (!part || part.etag !== p.etag) {
+      throw new S3Error(
+        "InvalidPart",
+        `Part ${p.partNumber} was not uploaded or its ETag does not match`,
+        {
+          extra: { UploadId: uploadId, PartNumber: String(p.partNumber), ETag: p.etag },
+        },
+      );
+    }
+    md5.update(Buffer.from(part.etag, "hex"));
+    if (upload.checksumAlgorithm) {
+      if (part.checksum?.algorithm !== upload.checksumAlgorithm) {
+        throw new S3Error(
+          "InvalidRequest",
+          `Part ${p.partNumber} has no ${upload.checksumAlgorithm} checksum`,
+        );
+      }
+      partChecksums.push(part.checksum.value);
+    }
+    const sent = p.checksums[`Checksum${part.checksum?.algorithm ?? ""}`];
+    if (part.checksum && typeof sent === "string" && sent !== part.checksum.value) {
+      throw new S3Error("InvalidPart", `The checksum of part ${p.partNumber} does not match`);
+    }
+  }
+  const etag = `${md5.digest("hex")}-${parts.length}`;
+  let checksum: ChecksumValue | undefined;
+  if (upload.checksumAlgorithm) {
+    checksum = {
+      algorithm: upload.checksumAlgorithm,
+      value: await compositeChecksum(upload.checksumAlgorithm, partChecksums),
+      type: "COMPOSITE",
+    };
+  }
+  const ifNoneMatch = ctx.req.headers.get("if-none-match");
+  const ifMatch = ctx.req.headers.get("if-match");
+  const result = await ctx.deps.log.propose({
+    type: "CompleteMultipartUpload",
+    bucket: ctx.bucket,
+    key: ctx.key,
+    uploadId,
+    parts: parts.map(({ partNumber, etag }) => ({ partNumber, etag })),
+    manifestId: newId(ctx.deps.rng),
+    nowMs: ctx.deps.clock.nowMs(),
+    etag,
+    ...(checksum ? { checksum } : {}),
+    ...(ifNoneMatch !== null || ifMatch !== null
+      ? {
+        condition: {
+          ...(ifNoneMatch?.trim() === "*" ? { ifNoneMatch: "*" as const } : {}),
+          ...(ifMatch !== null ? { ifMatch: unquoteEtag(ifMatch) } : {}),
+        },
+      }
+      : {}),
+  });
+  removeGarbage(ctx, result.garbage);
+  const host = ctx.req.headers.get("host") ?? "localhost";
+  return xmlResponse(renderXml("CompleteMultipartUploadResult", {
+    Location: `${ctx.url.protocol}//${host}/${ctx.bucket}/${
+      encodeURIComponent(ctx.key).replace(/%2F/g, "/")
+    }`,
+    Bucket: ctx.bucket,
+    Key: ctx.key,
+    ETag: `"${etag}"`,
+    ...(checksum
+      ? { [`Checksum${checksum.algorithm}`]: checksum.value, ChecksumType: checksum.type }
+      : {}),
+  }));
+}
+
+/** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_AbortMultipartUpload.html */
+export async function AbortMultipartUpload(ctx: S3Context): Promise<Response> {
+  validateKey(ctx.key);
+  const uploadId = ctx.query.get("uploadId") ?? "";
+  const result = await ctx.deps.log.propose({
+    type: "AbortMultipartUpload",
+    bucket: ctx.bucket,
+    key: ctx.key,
+    uploadId,
+  });
+  removeGarbage(ctx, result.garbage);
+  return new Response(null, { status: 204 });
+}
+
+function parseMax(v: string | null, name: string, max: number): number {
+  if (v === null) return max;
+  if (!/^\d+$/.test(v)) {
+    throw new S3Error(
+      "InvalidArgument",
+      `Provided ${name} not an integer or within integer range`,
+      {
+        extra: { ArgumentName: name, ArgumentValue: v },
+      },
+    );
+  }
+  return Math.min(Number(v), max);
+}
+
+/** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListParts.html */
+export async function ListParts(ctx: S3Context): Promise<Response> {
+  validateKey(ctx.key);
+  const uploadId = ctx.query.get("uploadId") ?? "";
+  const upload = await requireUpload(ctx, uploadId);
+  const maxParts = parseMax(ctx.query.get("max-parts"), "max-parts", 1000);
+  const marker = parseMax(
+    ctx.query.get("part-number-marker"),
+    "part-number-marker",
+    MAX_PART_NUMBER,
+  );
+  const markerSet = ctx.query.has("part-number-marker");
+  const parts: PartRecord[] = [];
+  let isTruncated = false;
+  for await (
+    const e of ctx.deps.kv.list<PartRecord>({
+      prefix: keys.parts(uploadId),
+      start: keys.part(uploadId, markerSet ? marker + 1 : 1),
+    })
+  ) {
+    if (parts.length === maxParts) {
+      isTruncated = true;
+      break;
+    }
+    parts.push(e.value);
+  }
+  return xmlResponse(renderXml("ListPartsResult", {
+    Bucket: ctx.bucket,
+    Key: ctx.key,
+    UploadId: uploadId,
+    PartNumberMarker: markerSet ? marker : 0,
+    ...(parts.length > 0 ? { NextPartNumberMarker: parts[parts.length - 1].partNumber } : {}),
+    MaxParts: maxParts,
+    IsTruncated: isTruncated,
+    ...(upload.checksumAlgorithm ? { ChecksumAlgorithm: upload.checksumAlgorithm } : {}),
+    Part: parts.map((p) => ({
+      PartNumber: p.partNumber,
+      LastModified: isoDate(p.lastModifiedMs),
+      ETag: `"${p.etag}"`,
+      Size: p.data.sizeBytes,
+      ...(p.checksum ? { [`Checksum${p.checksum.algorithm}`]: p.checksum.value } : {}),
+    })),
+    Initiator: { ...OWNER },
+    Owner: { ...OWNER },
+    StorageClass: "STANDARD",
+  }));
+}
+
+/** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListMultipartUploads.html */
+export async function ListMultipartUploads(ctx: S3Context): Promise<Response> {
+  await requireBucket(ctx);
+  const q = ctx.query;
+  const prefix = q.get("prefix") ?? "";
+  const delimiter = q.get("delimiter") ?? "";
+  const keyMarker = q.get("key-marker") ?? "";
+  const uploadIdMarker = q.get("upload-id-marker") ?? "";
+  const maxUploads = parseMax(q.get("max-uploads"), "max-uploads", 1000);
+  const uploads: { key: string; upload: UploadRecord }[] = [];
+  const commonPrefixes: string[] = [];
+  let isTruncated = false;
+  for await (const e of ctx.deps.kv.list<UploadRecord>({ prefix: keys.uploads(ctx.bucket) })) {
+    const key = e.key[2] as string;
+    if (!key.startsWith(prefix)) continue;
+    const cmp = compareUtf8(key, keyMarker);
+    if (
+      keyMarker !== "" &&
+      (cmp < 0 || (cmp === 0 && (uploadIdMarker === "" || e.value.uploadId <= uploadIdMarker)))
+    ) continue;
+    if (delimiter !== "") {
+      const i = key.indexOf(delimiter, prefix.length);
+      if (i !== -1) {
+        const common = key.slice(0, i + delimiter.length);
+        if (commonPrefixes[commonPrefixes.length - 1] === common) continue;
+        if (uploads.length + commonPrefixes.length === maxUploads) {
+          isTruncated = true;
+          break;
+        }
+        commonPrefixes.push(common);
+        continue;
+      }
+    }
+    if (uploads.length + commonPrefixes.length === maxUploads) {
+      isTruncated = true;
+      break;
+    }
+    uploads.push({ key, upload: e.value });
+  }
+  const last = uploads[uploads.length - 1];
+  return xmlResponse(renderXml("ListMultipartUploadsResult", {
+    Bucket: ctx.bucket,
+    KeyMarker: keyMarker,
+    UploadIdMarker: uploadIdMarker,
+    ...(isTruncated && last
+      ? { NextKeyMarker: last.key, NextUploadIdMarker: last.upload.uploadId }
+      : {}),
+    ...(delimiter !== "" ? { Delimiter: delimiter } : {}),
+    Prefix: prefix,
+    MaxUploads: maxUploads,
+    IsTruncated: isTruncated,
+    Upload: uploads.map(({ key, upload }) => ({
+      Key: key,
+      UploadId: upload.uploadId,
+      Initiator: { ...OWNER },
+      Owner: { ...OWNER },
+      StorageClass: "STANDARD",
+      Initiated: isoDate(upload.initiatedMs),
+      ...(upload.checksumAlgorithm ? { ChecksumAlgorithm: upload.checksumAlgorithm } : {}),
+    })),
+    CommonPrefixes: commonPrefixes.map((p) => ({ Prefix: p })),
+  }));
+}

@@ -1,0 +1,444 @@
+/**
+ * Object operations: PutObject, GetObject, HeadObject, DeleteObject,
+ * CopyObject and DeleteObjects.
+ *
+ * Every write stores the bytes first and proposes one metadata command
+ * after; the commit is the linearization point. Data a commit replaced, and
+ * data of a write whose commit failed, is removed afterwards.
+ *
+ * @module
+ */
+import {
+  type ChecksumAlgorithm,
+  type DataRef,
+  keys,
+  type ObjectRecord,
+  readManifest,
+  type WriteCondition,
+} from "../meta/mod.ts";
+import { checksumHeader, parseChecksumAlgorithm } from "./checksums.ts";
+import { type S3Context, xmlResponse } from "./context.ts";
+import { S3Error } from "./errors.ts";
+import {
+  checkPreconditions,
+  isoDate,
+  MAX_PUT_SIZE_BYTES,
+  parseRange,
+  readObjectHeaders,
+  unquoteEtag,
+  validateKey,
+  writeObjectHeaders,
+} from "./http.ts";
+import { ingest, type Ingested, storeStream } from "./ingest.ts";
+import { asArray, parseXmlBody, readCappedText, renderXml } from "./xml.ts";
+import { requireBucket } from "./buckets.ts";
+
+/** Reads an object's record. @throws {S3Error} `NoSuchBucket`, `NoSuchKey` */
+export async function requireObject(
+  ctx: S3Context,
+  bucket: string,
+  key: string,
+): Promise<ObjectRecord> {
+  const e = await ctx.deps.kv.get<ObjectRecord>(keys.object(bucket, key));
+  if (!e) {
+    await requireBucket(ctx, bucket);
+    throw new S3Error("NoSuchKey", `Key "${key}" does not exist`, { extra: { Key: key } });
+  }
+  return e.value;
+}
+
+/** Removes data no record references any more; failures leave orphans for the startup sweep. */
+export function removeGarbage(ctx: S3Context, garbage: DataRef[]): void {
+  for (const ref of garbage) {
+    ctx.deps.data.remove(ref).catch((err) => ctx.deps.logError(ctx.requestId, err));
+  }
+}
+
+/** Reads the conditional-write headers of a PUT or DELETE. */
+function writeCondition(headers: Headers): WriteCondition | undefined {
+  const ifNoneMatch = headers.get("if-none-match");
+  const ifMatch = headers.get("if-match");
+  if (ifNoneMatch === null && ifMatch === null) return undefined;
+  const cond: WriteCondition = {};
+  if (ifNoneMatch !== null) {
+    if (ifNoneMatch.trim() !== "*") {
+      throw new S3Error("NotImplemented", 'If-None-Match on a write supports only "*"');
+    }
+    cond.ifNoneMatch = "*";
+  }
+  if (ifMatch !== null) cond.ifMatch = ifMatch.trim() === "*" ? "*" : unquoteEtag(ifMatch);
+  return cond;
+}
+
+/** Checks the request's storage class: STANDARD only (any other changes durability promises). */
+function checkStorageClass(headers: Headers): void {
+  const sc = headers.get("x-amz-storage-class");
+  if (sc !== null && sc !== "STANDARD") {
+    throw new S3Error(
+      "InvalidStorageClass",
+      `Storage class "${sc}" is not supported; only STANDARD is`,
+    );
+  }
+}
+
+/** Refuses headers that ask for features Hamster does not have, rather than ignoring them. */
+function refuseUnsupportedWriteHeaders(headers: Headers): void {
+  for (
+    const h of [
+      "x-amz-server-side-encryption",
+      "x-amz-object-lock-mode",
+      "x-amz-tagging",
+      "x-amz-website-redirect-location",
+    ]
+  ) {
+    if (headers.has(h)) throw new S3Error("NotImplemented", `The "${h}" header is not implemented`);
+  }
+  const acl = headers.get("x-amz-acl");
+  if (acl !== null && acl !== "private") {
+    throw new S3Error(
+      "NotImplemented",
+      `Canned ACL "${acl}" is not implemented; only "private" is`,
+    );
+  }
+  checkStorageClass(headers);
+}
+
+/** Response headers naming a stored checksum. */
+function checksumHeaders(record: { checksum?: ObjectRecord["checksum"] }): Record<string, string> {
+  if (!record.checksum) return {};
+  return {
+    [checksumHeader(record.checksum.algorithm)]: record.checksum.value,
+    "x-amz-checksum-type": record.checksum.type,
+  };
+}
+
+/** Proposes a PutObject for stored bytes; removes them when the commit fails. */
+async function commitObject(
+  ctx: S3Context,
+  ingested: Ingested,
+  record: ObjectRecord,
+  condition?: WriteCondition,
+): Promise<void> {
+  try {
+    const result = await ctx.deps.log.propose({
+      type: "PutObject",
+      bucket: ctx.bucket,
+      key: ctx.key,
+      record,
+      condition,
+    });
+    removeGarbage(ctx, result.garbage);
+  } catch (err) {
+    removeGarbage(ctx, [ingested.data]);
+    throw err;
+  }
+}
+
+/** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html */
+export async function PutObject(ctx: S3Context): Promise<Response> {
+  const headers = ctx.req.headers;
+  validateKey(ctx.key);
+  refuseUnsupportedWriteHeaders(headers);
+  const condition = writeCondition(headers);
+  const { stored, userMeta } = readObjectHeaders(headers);
+  await requireBucket(ctx);
+  const ingested = await ingest(ctx, ctx.body());
+  const record: ObjectRecord = {
+    ...stored,
+    sizeBytes: ingested.data.sizeBytes,
+    etag: ingested.md5Hex,
+    lastModifiedMs: ctx.deps.clock.nowMs(),
+    userMeta,
+    data: ingested.data,
+    ...(ingested.checksum ? { checksum: ingested.checksum } : {}),
+  };
+  await commitObject(ctx, ingested, record, condition);
+  return new Response(null, {
+    status: 200,
+    headers: { etag: `"${record.etag}"`, ...checksumHeaders(record) },
+  });
+}
+
+/**
+ * The bytes `[start, end)` of an object, streamed part by part for a
+ * multipart object, reading only the parts the range covers.
+ */
+export async function objectStream(
+  ctx: S3Context,
+  record: ObjectRecord,
+  start: number,
+  end: number,
+): Promise<ReadableStream<Uint8Array>> {
+  if (record.data) return ctx.deps.data.read(record.data, start, end);
+  if (!record.multipart) return new ReadableStream({ start: (c) => c.close() });
+  const parts = await readManifest(ctx.deps.kv, record.multipart);
+  const pieces: { ref: DataRef; start: number; end: number }[] = [];
+  let offset = 0;
+  for (const p of parts) {
+    const pStart = offset;
+    const pEnd = offset + p.data.sizeBytes;
+    offset = pEnd;
+    if (pEnd <= start || pStart >= end) continue;
+    pieces.push({
+      ref: p.data,
+      start: Math.max(start, pStart) - pStart,
+      end: Math.min(end, pEnd) - pStart,
+    });
+  }
+  const data = ctx.deps.data;
+  let i = 0;
+  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      while (i < pieces.length) {
+        reader ??= data.read(pieces[i].ref, pieces[i].start, pieces[i].end).getReader();
+        const { done, value } = await reader.read();
+        if (!done) {
+          controller.enqueue(value);
+          return;
+        }
+        reader = undefined;
+        i++;
+      }
+      controller.close();
+    },
+    async cancel(reason) {
+      await reader?.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
+}
+
+async function getOrHead(ctx: S3Context, withBody: boolean): Promise<Response> {
+  validateKey(ctx.key);
+  const versionId = ctx.query.get("versionId");
+  if (versionId !== null && versionId !== "null") {
+    throw new S3Error("InvalidArgument", "Invalid version id specified", {
+      extra: { ArgumentName: "versionId", ArgumentValue: versionId },
+    });
+  }
+  if (ctx.query.has("partNumber")) {
+    throw new S3Error("NotImplemented", "GetObject with partNumber is not implemented");
+  }
+  const record = await requireObject(ctx, ctx.bucket, ctx.key);
+  const headers = new Headers();
+  try {
+    checkPreconditions(ctx.req.headers, record);
+  } catch (err) {
+    if (err instanceof S3Error && err.code === "NotModified") {
+      headers.set("etag", `"${record.etag}"`);
+      headers.set("last-modified", new Date(record.lastModifiedMs).toUTCString());
+      return new Response(null, { status: 304, headers });
+    }
+    throw err;
+  }
+  const range = parseRange(ctx.req.headers.get("range"), record.sizeBytes);
+  writeObjectHeaders(headers, record, withBody ? ctx.query : undefined);
+  if (ctx.req.headers.get("x-amz-checksum-mode")?.toUpperCase() === "ENABLED" && !range) {
+    for (const [k, v] of Object.entries(checksumHeaders(record))) headers.set(k, v);
+  }
+  const start = range?.start ?? 0;
+  const end = range?.end ?? record.sizeBytes;
+  headers.set("content-length", String(end - start));
+  if (range) headers.set("content-range", `bytes ${start}-${end - 1}/${record.sizeBytes}`);
+  const status = range ? 206 : 200;
+  if (!withBody) return new Response(null, { status, headers });
+  return new Response(await objectStream(ctx, record, start, end), { status, headers });
+}
+
+/** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html */
+export function GetObject(ctx: S3Context): Promise<Response> {
+  return getOrHead(ctx, true);
+}
+
+/** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html */
+export function HeadObject(ctx: S3Context): Promise<Response> {
+  return getOrHead(ctx, false);
+}
+
+/** Deleting a missing key succeeds, as in S3. @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObject.html */
+export async function DeleteObject(ctx: S3Context): Promise<Response> {
+  validateKey(ctx.key);
+  const ifMatch = ctx.req.headers.get("if-match");
+  const result = await ctx.deps.log.propose({
+    type: "DeleteObject",
+    bucket: ctx.bucket,
+    key: ctx.key,
+    ...(ifMatch !== null
+      ? { condition: { ifMatch: ifMatch.trim() === "*" ? "*" : unquoteEtag(ifMatch) } }
+      : {}),
+  });
+  removeGarbage(ctx, result.garbage);
+  return new Response(null, { status: 204 });
+}
+
+/** The most keys one DeleteObjects request may name. */
+export const MAX_DELETE_KEYS = 1000;
+
+/** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObjects.html */
+export async function DeleteObjects(ctx: S3Context): Promise<Response> {
+  await requireBucket(ctx);
+  const doc = parseXmlBody(await readCappedText(ctx.body().stream), "Delete");
+  const objects = asArray(
+    doc.Object as Record<string, unknown> | Record<string, unknown>[] | undefined,
+  );
+  if (objects.length === 0 || objects.length > MAX_DELETE_KEYS) {
+    throw new S3Error(
+      "MalformedXML",
+      `A Delete request must name 1 to ${MAX_DELETE_KEYS} keys; it named ${objects.length}`,
+    );
+  }
+  const quiet = String(doc.Quiet ?? "false").toLowerCase() === "true";
+  const valid: string[] = [];
+  const errors: { Key: string; Code: string; Message: string }[] = [];
+  for (const o of objects) {
+    const key = typeof o.Key === "string" ? o.Key : String(o.Key ?? "");
+    try {
+      validateKey(key);
+      if (o.VersionId !== undefined && o.VersionId !== "null") {
+        throw new S3Error("NoSuchVersion", "The specified version does not exist");
+      }
+      valid.push(key);
+    } catch (err) {
+      errors.push({
+        Key: key,
+        Code: err instanceof S3Error ? err.code : "InternalError",
+        Message: err instanceof Error ? err.message : "Internal error",
+      });
+    }
+  }
+  const result = valid.length > 0
+    ? await ctx.deps.log.propose({ type: "DeleteObjects", bucket: ctx.bucket, keys: valid })
+    : { garbage: [] };
+  removeGarbage(ctx, result.garbage);
+  return xmlResponse(renderXml("DeleteResult", {
+    Deleted: quiet ? [] : valid.map((Key) => ({ Key })),
+    Error: errors,
+  }));
+}
+
+/** Parses `x-amz-copy-source`: `[/]bucket/key[?versionId=...]`, URL-encoded. */
+export function parseCopySource(value: string): { bucket: string; key: string } {
+  let v = value;
+  const q = v.indexOf("?");
+  if (q !== -1) {
+    const params = new URLSearchParams(v.slice(q + 1));
+    const versionId = params.get("versionId");
+    if (versionId !== null && versionId !== "null") {
+      throw new S3Error("InvalidArgument", "Invalid version id specified in x-amz-copy-source");
+    }
+    v = v.slice(0, q);
+  }
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(v);
+  } catch {
+    throw new S3Error("InvalidArgument", "Copy source is not valid percent-encoded UTF-8");
+  }
+  if (decoded.startsWith("/")) decoded = decoded.slice(1);
+  const slash = decoded.indexOf("/");
+  if (slash <= 0 || slash === decoded.length - 1) {
+    throw new S3Error("InvalidArgument", "Copy source must be of the form bucket/key", {
+      extra: { ArgumentName: "x-amz-copy-source", ArgumentValue: value },
+    });
+  }
+  return { bucket: decoded.slice(0, slash), key: decoded.slice(slash + 1) };
+}
+
+/**
+ * Reads the copy source named by the request, checks the copy-source
+ * preconditions, and returns its record.
+ *
+ * @throws {S3Error} `NoSuchBucket`, `NoSuchKey`, `PreconditionFailed`
+ */
+export async function copySource(
+  ctx: S3Context,
+): Promise<{ bucket: string; key: string; record: ObjectRecord }> {
+  const src = parseCopySource(ctx.req.headers.get("x-amz-copy-source") ?? "");
+  const record = await requireObject(ctx, src.bucket, src.key);
+  checkPreconditions(ctx.req.headers, record, "x-amz-copy-source-");
+  return { ...src, record };
+}
+
+/** Copies bytes `[start, end)` of a source object into new data, recomputing MD5 and checksum. */
+export async function copyBytes(
+  ctx: S3Context,
+  record: ObjectRecord,
+  start: number,
+  end: number,
+  algorithm?: ChecksumAlgorithm,
+): Promise<Ingested> {
+  return await storeStream(
+    ctx,
+    {
+      stream: await objectStream(ctx, record, start, end),
+      trailers: Promise.resolve(new Headers()),
+    },
+    {
+      maxSizeBytes: MAX_PUT_SIZE_BYTES,
+      announcedSizeBytes: end - start,
+      ...(algorithm ? { checksum: { algorithm, fromTrailer: false } } : {}),
+    },
+  );
+}
+
+/** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_CopyObject.html */
+export async function CopyObject(ctx: S3Context): Promise<Response> {
+  const headers = ctx.req.headers;
+  validateKey(ctx.key);
+  refuseUnsupportedWriteHeaders(headers);
+  const directive = (headers.get("x-amz-metadata-directive") ?? "COPY").toUpperCase();
+  if (directive !== "COPY" && directive !== "REPLACE") {
+    throw new S3Error("InvalidArgument", `Unknown metadata directive "${directive}"`, {
+      extra: { ArgumentName: "x-amz-metadata-directive", ArgumentValue: directive },
+    });
+  }
+  const src = await copySource(ctx);
+  await requireBucket(ctx);
+  if (src.bucket === ctx.bucket && src.key === ctx.key && directive !== "REPLACE") {
+    throw new S3Error(
+      "InvalidRequest",
+      "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata",
+    );
+  }
+  if (src.record.sizeBytes > MAX_PUT_SIZE_BYTES) {
+    throw new S3Error(
+      "InvalidRequest",
+      "The specified copy source is larger than the maximum allowable size for a copy source: 5368709120",
+    );
+  }
+  const asked = headers.get("x-amz-checksum-algorithm");
+  const algorithm = asked !== null ? parseChecksumAlgorithm(asked) : src.record.checksum?.algorithm;
+  const ingested = await copyBytes(ctx, src.record, 0, src.record.sizeBytes, algorithm);
+  const fromRequest = readObjectHeaders(headers);
+  const base = directive === "REPLACE"
+    ? { ...fromRequest.stored, userMeta: fromRequest.userMeta }
+    : {
+      contentType: src.record.contentType,
+      cacheControl: src.record.cacheControl,
+      contentDisposition: src.record.contentDisposition,
+      contentEncoding: src.record.contentEncoding,
+      contentLanguage: src.record.contentLanguage,
+      expires: src.record.expires,
+      userMeta: src.record.userMeta,
+    };
+  const record: ObjectRecord = JSON.parse(JSON.stringify({
+    ...base,
+    sizeBytes: ingested.data.sizeBytes,
+    etag: ingested.md5Hex,
+    lastModifiedMs: ctx.deps.clock.nowMs(),
+    data: ingested.data,
+    ...(ingested.checksum ? { checksum: ingested.checksum } : {}),
+  }));
+  await commitObject(ctx, ingested, record, writeCondition(headers));
+  return xmlResponse(
+    renderXml("CopyObjectResult", {
+      ETag: `"${record.etag}"`,
+      LastModified: isoDate(record.lastModifiedMs),
+      ...(record.checksum
+        ? { [`Checksum${record.checksum.algorithm}`]: record.checksum.value }
+        : {}),
+    }),
+    200,
+    checksumHeaders(record),
+  );
+}

@@ -1,0 +1,144 @@
+/**
+ * XML for the S3 API: rendering responses and parsing capped request bodies
+ * with fast-xml-parser (entities are never expanded, DOCTYPEs are refused).
+ *
+ * Pure: no clock, no I/O.
+ *
+ * @module
+ */
+import { XMLParser, XMLValidator } from "fast-xml-parser";
+import { S3Error } from "./errors.ts";
+
+/** The S3 XML namespace on every response document. */
+export const S3_XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/";
+
+/** The largest XML request body accepted, in bytes (CompleteMultipartUpload of 10,000 parts fits). */
+export const MAX_XML_BODY_BYTES = 2 * 1024 * 1024;
+
+/** Escapes text for an XML element or attribute. */
+export function escapeXml(s: string): string {
+  return s.replace(
+    /[&<>"']/g,
+    (c) =>
+      c === "&"
+        ? "&amp;"
+        : c === "<"
+        ? "&lt;"
+        : c === ">"
+        ? "&gt;"
+        : c === '"'
+        ? "&quot;"
+        : "&apos;",
+  );
+}
+
+/** An XML node to render: text, a list of children, or absent. */
+export type XmlNode = string | number | boolean | XmlElement | XmlNode[] | undefined | null;
+/** Element children by name; an array value renders one element per item. */
+export interface XmlElement {
+  [name: string]: XmlNode;
+}
+
+function renderChildren(obj: XmlElement): string {
+  let out = "";
+  for (const [name, value] of Object.entries(obj)) {
+    if (value === undefined || value === null) continue;
+    if (Array.isArray(value)) {
+      for (const item of value) out += renderElement(name, item);
+    } else {
+      out += renderElement(name, value);
+    }
+  }
+  return out;
+}
+
+function renderElement(name: string, value: XmlNode): string {
+  if (value === undefined || value === null) return "";
+  if (typeof value === "object" && !Array.isArray(value)) {
+    return `<${name}>${renderChildren(value)}</${name}>`;
+  }
+  return `<${name}>${escapeXml(String(value))}</${name}>`;
+}
+
+/**
+ * Renders `<root xmlns="...">children</root>` with an XML declaration.
+ *
+ * @example
+ * renderXml("LocationConstraint", {}) // an empty LocationConstraint document
+ */
+export function renderXml(root: string, children: XmlElement, text?: string): string {
+  const body = text !== undefined ? escapeXml(text) : renderChildren(children);
+  return `<?xml version="1.0" encoding="UTF-8"?>\n<${root} xmlns="${S3_XMLNS}">${body}</${root}>`;
+}
+
+const parser = new XMLParser({
+  ignoreAttributes: true,
+  parseTagValue: false,
+  trimValues: true,
+  processEntities: false,
+  removeNSPrefix: true,
+});
+
+/**
+ * Parses a request body that must be XML with root element `root`.
+ *
+ * @returns the root element's children as parsed by fast-xml-parser (text values as strings)
+ * @throws {S3Error} `MalformedXML` when the text is not well-formed, declares a DOCTYPE, or has another root
+ */
+export function parseXmlBody(text: string, root: string): Record<string, unknown> {
+  if (/<!DOCTYPE|<!ENTITY/i.test(text)) {
+    throw new S3Error(
+      "MalformedXML",
+      "XML documents with a DOCTYPE or entity declarations are not accepted",
+    );
+  }
+  if (XMLValidator.validate(text) !== true) throw new S3Error("MalformedXML");
+  let doc: Record<string, unknown>;
+  try {
+    doc = parser.parse(text) as Record<string, unknown>;
+  } catch {
+    throw new S3Error("MalformedXML");
+  }
+  const value = doc[root];
+  if (value === undefined) {
+    throw new S3Error("MalformedXML", `The XML root element must be "${root}"`);
+  }
+  return (typeof value === "object" && value !== null ? value : {}) as Record<string, unknown>;
+}
+
+/** Reads a request body into text, refusing more than `maxBytes` with `MaxMessageLengthExceeded`. */
+export async function readCappedText(
+  body: ReadableStream<Uint8Array> | null,
+  maxBytes = MAX_XML_BODY_BYTES,
+): Promise<string> {
+  if (body === null) return "";
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const reader = body.getReader();
+  while (true) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.length;
+    if (total > maxBytes) {
+      await reader.cancel().catch(() => {});
+      throw new S3Error("MaxMessageLengthExceeded", `The XML body exceeds ${maxBytes} bytes`);
+    }
+    chunks.push(value);
+  }
+  const all = new Uint8Array(total);
+  let off = 0;
+  for (const c of chunks) {
+    all.set(c, off);
+    off += c.length;
+  }
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(all);
+  } catch {
+    throw new S3Error("MalformedXML", "The XML body is not valid UTF-8");
+  }
+}
+
+/** A parsed element that may hold one child or many: always an array. */
+export function asArray<T>(v: T | T[] | undefined): T[] {
+  return v === undefined ? [] : Array.isArray(v) ? v : [v];
+}
