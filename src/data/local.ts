@@ -176,6 +176,8 @@ export class LocalDataPath implements DataPath {
 class LocalWriter implements DataWriter {
   sizeBytes = 0;
   #buffer = new Uint8Array(WRITE_BUFFER_BYTES);
+  /** The buffer being written to disk while `#buffer` fills: two buffers, reused. */
+  #spare: Uint8Array<ArrayBuffer> | null = null;
   #filled = 0;
   #pending: Promise<void> = Promise.resolve();
   #state: "open" | "committed" | "aborted" = "open";
@@ -200,12 +202,13 @@ class LocalWriter implements DataWriter {
     }
   }
 
-  /** Hands the full buffer to the disk and continues into a fresh one; at most one write in flight. */
+  /** Hands the full buffer to the disk and continues into the other one; at most one write in flight. */
   async #flush(): Promise<void> {
     await this.#pending;
-    const full = this.#buffer.subarray(0, this.#filled);
-    this.#pending = this.file.write(full);
-    this.#buffer = new Uint8Array(WRITE_BUFFER_BYTES);
+    const full = this.#buffer;
+    this.#pending = this.file.write(full.subarray(0, this.#filled));
+    this.#buffer = this.#spare ?? new Uint8Array(WRITE_BUFFER_BYTES);
+    this.#spare = full;
     this.#filled = 0;
   }
 

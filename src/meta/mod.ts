@@ -13,6 +13,7 @@
  */
 import type { MetaKv } from "../io/mod.ts";
 import { apply } from "./apply.ts";
+import { GroupKv } from "./group.ts";
 import type { ApplyResult, Command } from "./commands.ts";
 import {
   keys,
@@ -25,6 +26,7 @@ import {
 export * from "./records.ts";
 export * from "./commands.ts";
 export { apply, MIN_PART_SIZE_BYTES, readManifest } from "./apply.ts";
+export { compareKeys, GroupKv } from "./group.ts";
 
 /** The seam every metadata change goes through. */
 export interface MetaLog {
@@ -35,13 +37,29 @@ export interface MetaLog {
   propose(cmd: Command): Promise<ApplyResult>;
 }
 
-/** The log of a cluster of one: commands apply in the order they are proposed. */
+/** Commands applied together in one group commit, at most. */
+export const MAX_GROUP_COMMANDS = 256;
+
+interface Pending {
+  cmd: Command;
+  resolve(result: ApplyResult): void;
+  reject(err: unknown): void;
+}
+
+/**
+ * The log of a cluster of one: commands apply in the order they are
+ * proposed. Commands that arrive while a group commit is in flight apply
+ * together in the next one (see `group.ts`), so concurrent writers share fsyncs.
+ */
 export class LocalLog implements MetaLog {
-  #tail: Promise<unknown> = Promise.resolve();
+  #queue: Pending[] = [];
+  #draining = false;
   #index: number;
+  readonly #group: GroupKv;
 
   private constructor(readonly kv: MetaKv, index: number) {
     this.#index = index;
+    this.#group = new GroupKv(kv);
   }
 
   /** Opens the log over `kv`, resuming after its last applied index. */
@@ -50,15 +68,46 @@ export class LocalLog implements MetaLog {
     return new LocalLog(kv, applied?.value ?? 0);
   }
 
-  /** The index of the last command proposed. */
+  /** The index of the last command applied. */
   get index(): number {
     return this.#index;
   }
 
   propose(cmd: Command): Promise<ApplyResult> {
-    const run = this.#tail.then(() => apply(cmd, this.kv, ++this.#index));
-    this.#tail = run.catch(() => {});
-    return run;
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ cmd, resolve, reject });
+      if (!this.#draining) this.#drain();
+    });
+  }
+
+  async #drain(): Promise<void> {
+    this.#draining = true;
+    try {
+      while (this.#queue.length > 0) {
+        const group = this.#queue.splice(0, MAX_GROUP_COMMANDS);
+        const outcomes: ({ ok: true; result: ApplyResult } | { ok: false; err: unknown })[] = [];
+        for (const p of group) {
+          try {
+            outcomes.push({ ok: true, result: await apply(p.cmd, this.#group, ++this.#index) });
+          } catch (err) {
+            outcomes.push({ ok: false, err });
+          }
+        }
+        try {
+          await this.#group.flush();
+        } catch (err) {
+          for (const p of group) p.reject(err);
+          continue;
+        }
+        group.forEach((p, i) => {
+          const o = outcomes[i];
+          if (o.ok) p.resolve(o.result);
+          else p.reject(o.err);
+        });
+      }
+    } finally {
+      this.#draining = false;
+    }
   }
 }
 

@@ -1,0 +1,298 @@
+/**
+ * The load benchmark: PUT and GET throughput of Hamster against the null
+ * server (Deno's HTTP ceiling) in one run, and Hamster's peak RSS during a
+ * 1 GiB PUT and GET. Every GET body is verified by MD5.
+ *
+ * Usage: deno run -A --unstable-kv bench/load.ts [--quick] [--json FILE]
+ *
+ * Both servers run as child processes on loopback; the client is this
+ * process, using fetch with SigV4 UNSIGNED-PAYLOAD signatures.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { parseArgs } from "node:util";
+import { formatAmzDate, signRequest } from "../src/auth/sign.ts";
+
+const args = parseArgs({
+  args: Deno.args,
+  options: {
+    quick: { type: "boolean" },
+    json: { type: "string" },
+    "no-fsync-note": { type: "boolean" },
+  },
+});
+const QUICK = args.values.quick === true;
+const CREDS = { accessKeyId: "bench", secretAccessKey: "bench-secret" };
+const MiB = 1 << 20;
+
+interface Target {
+  name: string;
+  base: string;
+  pid: number;
+  signed: boolean;
+}
+
+async function freePort(): Promise<number> {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+async function start(name: string, argv: string[], env: Record<string, string>, port: number) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: argv,
+    env,
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  while (!seen.includes(String(port))) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`${name} exited before listening`);
+    seen += value;
+  }
+  (async () => {
+    while (!(await reader.read()).done) { /* drain */ }
+  })();
+  return child;
+}
+
+function sign(method: string, url: URL, headers: Record<string, string> = {}): Headers {
+  return signRequest({
+    method,
+    rawPath: url.pathname,
+    rawQuery: url.search.slice(1),
+    headers: { host: url.host, ...headers },
+    credentials: CREDS,
+    region: "us-east-1",
+    amzDate: formatAmzDate(Date.now()),
+  }, "UNSIGNED-PAYLOAD").headers;
+}
+
+async function put(t: Target, key: string, body: BodyInit, length?: number): Promise<void> {
+  const url = new URL(`${t.base}/bench/${key}`);
+  const h = t.signed
+    ? sign("PUT", url, length !== undefined ? { "content-length": String(length) } : {})
+    : new Headers();
+  const res = await fetch(url, { method: "PUT", headers: h, body });
+  await res.body?.cancel();
+  if (res.status !== 200) throw new Error(`PUT ${key} on ${t.name}: ${res.status}`);
+}
+
+async function getMd5(t: Target, key: string, sizeBytes: number): Promise<string> {
+  const url = new URL(`${t.base}/bench/${key}${t.signed ? "" : `?size=${sizeBytes}`}`);
+  const res = await fetch(url, { headers: t.signed ? sign("GET", url) : {} });
+  if (res.status !== 200) throw new Error(`GET ${key} on ${t.name}: ${res.status}`);
+  const md5 = createHash("md5");
+  let n = 0;
+  for await (const chunk of res.body!) {
+    md5.update(chunk);
+    n += chunk.length;
+  }
+  if (n !== sizeBytes) throw new Error(`GET ${key} on ${t.name}: ${n} bytes, want ${sizeBytes}`);
+  return md5.digest("hex");
+}
+
+async function pool(
+  count: number,
+  streams: number,
+  fn: (i: number) => Promise<void>,
+): Promise<number> {
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: streams }, async () => {
+    while (next < count) await fn(next++);
+  }));
+  return (performance.now() - t0) / 1000;
+}
+
+function pattern(sizeBytes: number, seed: number): Uint8Array {
+  const b = new Uint8Array(sizeBytes);
+  let x = seed * 2654435761 >>> 0;
+  for (let i = 0; i < sizeBytes; i += 4) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b[i] = x;
+    b[i + 1] = x >>> 8;
+    b[i + 2] = x >>> 16;
+    b[i + 3] = x >>> 24;
+  }
+  return b;
+}
+
+const NULL_BLOCK = new Uint8Array(MiB).map((_, i) => (i * 31) & 0xff);
+function nullMd5(sizeBytes: number): string {
+  const md5 = createHash("md5");
+  for (let off = 0; off < sizeBytes; off += MiB) {
+    md5.update(NULL_BLOCK.subarray(0, Math.min(MiB, sizeBytes - off)));
+  }
+  return md5.digest("hex");
+}
+
+interface Row {
+  workload: string;
+  target: string;
+  opsPerS: number;
+  mibPerS: number;
+}
+
+async function workload(
+  targets: Target[],
+  sizeBytes: number,
+  streams: number,
+  ops: number,
+  rows: Row[],
+) {
+  const body = pattern(sizeBytes, sizeBytes + streams);
+  const want = createHash("md5").update(body).digest("hex");
+  const label = sizeBytes >= MiB ? `${sizeBytes / MiB} MiB` : `${sizeBytes / 1024} KiB`;
+  for (const t of targets) {
+    const putS = await pool(ops, streams, (i) => put(t, `o${sizeBytes}-${i}`, body, sizeBytes));
+    rows.push({
+      workload: `PUT ${label} x${streams}`,
+      target: t.name,
+      opsPerS: ops / putS,
+      mibPerS: (ops * sizeBytes) / MiB / putS,
+    });
+    const expect = t.signed ? want : nullMd5(sizeBytes);
+    const getS = await pool(ops, streams, async (i) => {
+      const got = await getMd5(t, `o${sizeBytes}-${i}`, sizeBytes);
+      if (got !== expect) throw new Error(`GET body mismatch on ${t.name}`);
+    });
+    rows.push({
+      workload: `GET ${label} x${streams}`,
+      target: t.name,
+      opsPerS: ops / getS,
+      mibPerS: (ops * sizeBytes) / MiB / getS,
+    });
+  }
+}
+
+async function rssKiB(pid: number): Promise<number> {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+}
+
+async function peakRssDuring(pid: number, work: Promise<void>): Promise<number> {
+  let peak = 0;
+  let done = false;
+  work.finally(() => (done = true));
+  while (!done) {
+    peak = Math.max(peak, await rssKiB(pid));
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  await work;
+  return peak;
+}
+
+async function main() {
+  const dir = await Deno.makeTempDir({ prefix: "hamster-bench-" });
+  const hPort = await freePort();
+  const nPort = await freePort();
+  const root = new URL("..", import.meta.url).pathname;
+  const hamster = await start("hamster", [
+    "run",
+    "-A",
+    "--unstable-kv",
+    `${root}main.ts`,
+    "serve",
+    "-data-dir",
+    dir,
+    "-s3",
+    `127.0.0.1:${hPort}`,
+  ], {
+    HAMSTER_ACCESS_KEY_ID: CREDS.accessKeyId,
+    HAMSTER_SECRET_ACCESS_KEY: CREDS.secretAccessKey,
+  }, hPort);
+  const nul = await start(
+    "null",
+    ["run", "-A", `${root}bench/null_server.ts`, String(nPort)],
+    {},
+    nPort,
+  );
+  const targets: Target[] = [
+    { name: "null", base: `http://127.0.0.1:${nPort}`, pid: nul.pid, signed: false },
+    { name: "hamster", base: `http://127.0.0.1:${hPort}`, pid: hamster.pid, signed: true },
+  ];
+  const rows: Row[] = [];
+  try {
+    const mk = new URL(`${targets[1].base}/bench`);
+    const r = await fetch(mk, { method: "PUT", headers: sign("PUT", mk) });
+    await r.body?.cancel();
+    const scale = QUICK ? 0.25 : 1;
+    await workload(targets, MiB, 1, Math.ceil(64 * scale), rows);
+    await workload(targets, MiB, 8, Math.ceil(128 * scale), rows);
+    await workload(targets, 64 * MiB, 1, Math.ceil(4 * scale), rows);
+    await workload(targets, 64 * MiB, 8, Math.ceil(16 * scale), rows);
+    await workload(targets, 4096, 16, Math.ceil(2000 * scale), rows);
+
+    // Peak RSS while one 1 GiB object streams in and out.
+    const GiB = QUICK ? 256 * MiB : 1024 * MiB;
+    const block = pattern(MiB, 7);
+    const baseline = await rssKiB(hamster.pid);
+    const big = new ReadableStream<Uint8Array>(
+      {
+        sent: 0,
+        pull(c: ReadableStreamDefaultController<Uint8Array>) {
+          // deno-lint-ignore no-explicit-any
+          const self = this as any;
+          if (self.sent >= GiB) return c.close();
+          c.enqueue(block.slice());
+          self.sent += MiB;
+        },
+      } as UnderlyingDefaultSource<Uint8Array> & { sent: number },
+    );
+    const putPeak = await peakRssDuring(hamster.pid, put(targets[1], "big", big));
+    const want = createHash("md5");
+    for (let i = 0; i < GiB / MiB; i++) want.update(block);
+    const wantHex = want.digest("hex");
+    let got = "";
+    const getPeak = await peakRssDuring(
+      hamster.pid,
+      (async () => {
+        got = await getMd5(targets[1], "big", GiB);
+      })(),
+    );
+    if (got !== wantHex) throw new Error("1 GiB GET body mismatch");
+
+    const byKey = new Map(rows.map((r) => [`${r.workload}|${r.target}`, r]));
+    console.log(`\n| workload | null server MiB/s | hamster MiB/s | hamster ops/s | ratio |`);
+    console.log(`|---|---|---|---|---|`);
+    for (const w of [...new Set(rows.map((r) => r.workload))]) {
+      const n = byKey.get(`${w}|null`)!;
+      const h = byKey.get(`${w}|hamster`)!;
+      console.log(
+        `| ${w} | ${n.mibPerS.toFixed(1)} | ${h.mibPerS.toFixed(1)} | ${h.opsPerS.toFixed(0)} | ${
+          (h.mibPerS / n.mibPerS).toFixed(2)
+        }x |`,
+      );
+    }
+    console.log(
+      `\nhamster RSS: baseline ${(baseline / 1024).toFixed(1)} MiB, peak during ${
+        GiB / MiB
+      } MiB PUT ${(putPeak / 1024).toFixed(1)} MiB (+${
+        ((putPeak - baseline) / 1024).toFixed(1)
+      }), during GET ${(getPeak / 1024).toFixed(1)} MiB (+${
+        ((getPeak - baseline) / 1024).toFixed(1)
+      })`,
+    );
+    if (args.values.json) {
+      await Deno.writeTextFile(
+        args.values.json,
+        JSON.stringify({ rows, rss: { baseline, putPeak, getPeak } }, null, 2),
+      );
+    }
+  } finally {
+    for (const c of [hamster, nul]) {
+      c.kill("SIGTERM");
+      await c.status;
+    }
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+await main();

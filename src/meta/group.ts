@@ -1,0 +1,218 @@
+/**
+ * Group commit for the metadata log: several commands apply, in log order,
+ * against an overlay of their not-yet-durable writes, and the writes then
+ * reach Deno KV in as few atomic commits as its limits allow. One fsync then
+ * serves many commands.
+ *
+ * Every `atomic().commit()` a command makes is a unit: units are never split
+ * across KV commits, so each stays all-or-nothing, as `apply()` expects.
+ *
+ * Pure apart from the MetaKv it wraps: no clock, no randomness.
+ *
+ * @module
+ */
+import {
+  KV_LIMITS,
+  type KvAtomic,
+  type KvEntry,
+  type KvKey,
+  type KvSelector,
+  type MetaKv,
+} from "../io/mod.ts";
+
+type Part = KvKey[number];
+interface Op {
+  key: KvKey;
+  value?: unknown;
+  deleted: boolean;
+}
+
+const encoder = new TextEncoder();
+
+function typeRank(p: Part): number {
+  if (p instanceof Uint8Array) return 0;
+  switch (typeof p) {
+    case "string":
+      return 1;
+    case "bigint":
+      return 2;
+    case "number":
+      return 3;
+    default:
+      return 4;
+  }
+}
+
+function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] - b[i];
+  return a.length - b.length;
+}
+
+function comparePart(a: Part, b: Part): number {
+  const ra = typeRank(a);
+  const rb = typeRank(b);
+  if (ra !== rb) return ra - rb;
+  if (typeof a === "string") return compareBytes(encoder.encode(a), encoder.encode(b as string));
+  if (a instanceof Uint8Array) return compareBytes(a, b as Uint8Array);
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Orders keys as Deno KV does: part by part, by type then value, strings by UTF-8 bytes. */
+export function compareKeys(a: KvKey, b: KvKey): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const c = comparePart(a[i], b[i]);
+    if (c !== 0) return c;
+  }
+  return a.length - b.length;
+}
+
+function inSelector(key: KvKey, sel: KvSelector): boolean {
+  if ("prefix" in sel) {
+    if (key.length <= sel.prefix.length) return false;
+    for (let i = 0; i < sel.prefix.length; i++) {
+      if (comparePart(key[i], sel.prefix[i]) !== 0) return false;
+    }
+  }
+  if (sel.start && compareKeys(key, sel.start) < 0) return false;
+  if (sel.end && compareKeys(key, sel.end) >= 0) return false;
+  return true;
+}
+
+function keyId(key: KvKey): string {
+  return JSON.stringify(
+    key.map((p) => (typeof p === "bigint" ? `${p}n` : p instanceof Uint8Array ? [...p] : p)),
+  );
+}
+
+function opSizeBytes(op: Op): number {
+  let n = 0;
+  for (const p of op.key) n += typeof p === "string" ? p.length * 3 + 2 : 10;
+  return n + (op.deleted ? 0 : JSON.stringify(op.value ?? null).length);
+}
+
+/**
+ * A MetaKv whose writes stay in memory until `flush()`; reads see them.
+ * Only `set` and `delete` are supported inside `atomic()` (apply uses no checks).
+ */
+export class GroupKv implements MetaKv {
+  #overlay = new Map<string, Op>();
+  #units: Op[][] = [];
+
+  constructor(readonly base: MetaKv) {}
+
+  /** Units written since the last flush. */
+  get pendingUnits(): number {
+    return this.#units.length;
+  }
+
+  async get<T>(key: KvKey): Promise<KvEntry<T> | null> {
+    const op = this.#overlay.get(keyId(key));
+    if (op) return op.deleted ? null : { key, value: op.value as T, versionstamp: "pending" };
+    return await this.base.get<T>(key);
+  }
+
+  async getMany<T>(keys: KvKey[]): Promise<(KvEntry<T> | null)[]> {
+    return await Promise.all(keys.map((k) => this.get<T>(k)));
+  }
+
+  async *list<T>(
+    selector: KvSelector,
+    options: { limit?: number; reverse?: boolean; batchSize?: number } = {},
+  ): AsyncIterable<KvEntry<T>> {
+    const reverse = options.reverse === true;
+    const dir = reverse ? -1 : 1;
+    const mine = [...this.#overlay.values()]
+      .filter((op) => inSelector(op.key, selector))
+      .sort((a, b) => dir * compareKeys(a.key, b.key));
+    const limit = options.limit ?? Infinity;
+    let yielded = 0;
+    let i = 0;
+    for await (const e of this.base.list<T>(selector, { reverse, batchSize: options.batchSize })) {
+      while (i < mine.length && dir * compareKeys(mine[i].key, e.key) <= 0) {
+        const op = mine[i++];
+        if (!op.deleted) {
+          if (yielded++ === limit) return;
+          yield { key: op.key, value: op.value as T, versionstamp: "pending" };
+        }
+      }
+      if (this.#overlay.has(keyId(e.key))) continue;
+      if (yielded++ === limit) return;
+      yield e;
+    }
+    for (; i < mine.length; i++) {
+      const op = mine[i];
+      if (op.deleted) continue;
+      if (yielded++ === limit) return;
+      yield { key: op.key, value: op.value as T, versionstamp: "pending" };
+    }
+  }
+
+  atomic(): KvAtomic {
+    const ops: Op[] = [];
+    const builder: KvAtomic = {
+      check: () => {
+        throw new Error("GroupKv does not support checks");
+      },
+      set: (key, value) => {
+        ops.push({ key, value, deleted: false });
+        return builder;
+      },
+      delete: (key) => {
+        ops.push({ key, deleted: true });
+        return builder;
+      },
+      commit: () => {
+        for (const op of ops) this.#overlay.set(keyId(op.key), op);
+        this.#units.push(ops);
+        return Promise.resolve(true);
+      },
+    };
+    return builder;
+  }
+
+  /** Writes every pending unit to the base KV, packing units into as few commits as the limits allow. */
+  async flush(): Promise<void> {
+    const units = this.#units;
+    this.#units = [];
+    // Later writes to a key win; one commit then carries one mutation per key.
+    let batch = new Map<string, Op>();
+    let sizeBytes = 0;
+    const commit = async () => {
+      if (batch.size === 0) return;
+      const atomic = this.base.atomic();
+      for (const op of batch.values()) {
+        if (op.deleted) atomic.delete(op.key);
+        else atomic.set(op.key, op.value);
+      }
+      if (!await atomic.commit()) throw new Error("Metadata group commit failed a check");
+      batch = new Map();
+      sizeBytes = 0;
+    };
+    try {
+      for (const unit of units) {
+        const unitSize = unit.reduce((n, op) => n + opSizeBytes(op), 0);
+        if (
+          batch.size + unit.length > KV_LIMITS.mutationsPerCommit ||
+          sizeBytes + unitSize > KV_LIMITS.commitSizeBytes * 0.75
+        ) {
+          await commit();
+        }
+        for (const op of unit) {
+          const id = keyId(op.key);
+          batch.delete(id);
+          batch.set(id, op);
+        }
+        sizeBytes += unitSize;
+      }
+      await commit();
+    } finally {
+      this.#overlay.clear();
+    }
+  }
+
+  close(): void {
+    this.base.close();
+  }
+}
