@@ -33,7 +33,7 @@ interface Target {
   signed: boolean;
 }
 
-async function freePort(): Promise<number> {
+function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
@@ -191,8 +191,8 @@ async function peakRssDuring(pid: number, work: Promise<void>): Promise<number> 
 
 async function main() {
   const dir = await Deno.makeTempDir({ prefix: "hamster-bench-" });
-  const hPort = await freePort();
-  const nPort = await freePort();
+  const hPort = freePort();
+  const nPort = freePort();
   const root = new URL("..", import.meta.url).pathname;
   const hamster = await start("hamster", [
     "run",
