@@ -112,6 +112,8 @@ export class S3Error extends Error {
 interface CodedError {
   code: string;
   message: string;
+  /** Extra XML elements, as `AuthError` carries (`StringToSign`, `ServerTime`, ...). */
+  extra?: Record<string, string>;
 }
 
 function isCoded(err: unknown): err is CodedError {
@@ -126,6 +128,9 @@ function isCoded(err: unknown): err is CodedError {
  */
 export function toS3Error(err: unknown): S3Error {
   if (err instanceof S3Error) return err;
-  if (isCoded(err)) return new S3Error(err.code as S3ErrorCode, err.message);
+  if (isCoded(err)) {
+    const extra = typeof err.extra === "object" && err.extra !== null ? err.extra : undefined;
+    return new S3Error(err.code as S3ErrorCode, err.message, extra ? { extra } : {});
+  }
   return new S3Error("InternalError");
 }
