@@ -34,6 +34,8 @@ Flags:
   -s3 ADDR        S3 listen address host:port (default 127.0.0.1:9000)
   -domain NAME    base domain for virtual-hosted addressing (bucket.NAME)
   -region NAME    the region reported and signed for (default us-east-1)
+  -tls-cert FILE  serve HTTPS with this PEM certificate chain (needs -tls-key)
+  -tls-key FILE   the PEM private key of -tls-cert
 
 Credentials: HAMSTER_ACCESS_KEY_ID and HAMSTER_SECRET_ACCESS_KEY. With neither
 set, a key pair is generated on first start, stored in DIR/credentials.json
@@ -58,6 +60,8 @@ function parseServeArgs(args: string[]) {
         s3: { type: "string", default: "127.0.0.1:9000" },
         domain: { type: "string" },
         region: { type: "string", default: "us-east-1" },
+        "tls-cert": { type: "string" },
+        "tls-key": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -75,7 +79,12 @@ function parseServeArgs(args: string[]) {
   if (v.domain !== undefined && !/^[a-z0-9.-]+$/.test(v.domain)) {
     throw new UsageError(`Bad -domain "${v.domain}"`);
   }
+  if ((v["tls-cert"] === undefined) !== (v["tls-key"] === undefined)) {
+    throw new UsageError("Give both -tls-cert and -tls-key, or neither");
+  }
   return {
+    tlsCertFile: v["tls-cert"],
+    tlsKeyFile: v["tls-key"],
     help: v.help === true,
     dataDir: v["data-dir"]!,
     hostname: m[1].replace(/^\[(.*)\]$/, "$1"),
@@ -140,6 +149,17 @@ async function serve(args: string[]): Promise<void> {
     console.log(SERVE_USAGE);
     return;
   }
+  let tls: { cert: string; key: string } | undefined;
+  if (opts.tlsCertFile && opts.tlsKeyFile) {
+    try {
+      tls = {
+        cert: await Deno.readTextFile(opts.tlsCertFile),
+        key: await Deno.readTextFile(opts.tlsKeyFile),
+      };
+    } catch (err) {
+      throw new UsageError(`Cannot read the TLS certificate or key: ${(err as Error).message}`);
+    }
+  }
   await Deno.mkdir(opts.dataDir, { recursive: true });
   const lock = await lockDataDir(opts.dataDir);
   const creds = await loadCredentials(opts.dataDir);
@@ -165,9 +185,11 @@ async function serve(args: string[]): Promise<void> {
   const server = Deno.serve({
     hostname: opts.hostname,
     port: opts.port,
+    ...(tls ?? {}),
     onListen: ({ hostname, port }) => {
       const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-      console.log(`hamster ${VERSION}: S3 on http://${host}:${port}, data in ${opts.dataDir}`);
+      const scheme = tls ? "https" : "http";
+      console.log(`hamster ${VERSION}: S3 on ${scheme}://${host}:${port}, data in ${opts.dataDir}`);
     },
     onError: (err) => {
       console.error("unhandled:", err);

@@ -114,6 +114,27 @@ export async function apply(cmd: Command, kv: MetaKv, index: number): Promise<Ap
     }
     case "CompleteMultipartUpload":
       return await completeMultipartUpload(cmd, kv, batch);
+    case "PutObjectTagging": {
+      const current = await kv.get<ObjectRecord>(keys.object(cmd.bucket, cmd.key));
+      if (!current) {
+        await requireBucket(kv, cmd.bucket);
+        throw new MetaError("NoSuchKey", `Key "${cmd.key}" does not exist`);
+      }
+      const record = { ...current.value };
+      if (cmd.tags && cmd.tags.length > 0) record.tags = cmd.tags;
+      else delete record.tags;
+      batch.set(keys.object(cmd.bucket, cmd.key), record);
+      await batch.commit();
+      return { garbage: [], record };
+    }
+    case "PutBucketCors": {
+      const bucket = { ...await requireBucket(kv, cmd.bucket) };
+      if (cmd.rules) bucket.cors = cmd.rules;
+      else delete bucket.cors;
+      batch.set(keys.bucket(cmd.bucket), bucket);
+      await batch.commit();
+      return { garbage: [] };
+    }
     case "AbortMultipartUpload": {
       await requireUpload(kv, cmd.bucket, cmd.key, cmd.uploadId);
       batch.delete(keys.upload(cmd.bucket, cmd.key, cmd.uploadId));
@@ -191,6 +212,7 @@ async function completeMultipartUpload(
     contentLanguage: upload.contentLanguage,
     expires: upload.expires,
     checksum: cmd.checksum,
+    tags: upload.tags,
     multipart: { manifestId: cmd.manifestId, partCount: chosen.length, chunkCount },
   };
   batch.set(keys.object(cmd.bucket, cmd.key), stripUndefined(record));

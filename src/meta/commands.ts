@@ -11,9 +11,11 @@
 import type {
   BucketRecord,
   ChecksumValue,
+  CorsRule,
   DataRef,
   ObjectRecord,
   PartRecord,
+  TagSet,
   UploadRecord,
 } from "./records.ts";
 
@@ -61,7 +63,11 @@ export type Command =
     checksum?: ChecksumValue;
     condition?: WriteCondition;
   }
-  | { type: "AbortMultipartUpload"; bucket: string; key: string; uploadId: string };
+  | { type: "AbortMultipartUpload"; bucket: string; key: string; uploadId: string }
+  /** Sets (or with `tags: null`, removes) an object's tags; its data and time are unchanged. */
+  | { type: "PutObjectTagging"; bucket: string; key: string; tags: TagSet | null }
+  /** Sets (or with `rules: null`, removes) a bucket's CORS configuration. */
+  | { type: "PutBucketCors"; bucket: string; rules: CorsRule[] | null };
 
 /** What applying a command produced: a value for the caller and data no longer referenced. */
 export interface ApplyResult {

@@ -23,7 +23,29 @@ export interface BucketRecord {
   name: string;
   createdMs: number;
   region: string;
+  /** CORS rules, in the order given; absent when the bucket has no CORS configuration. */
+  cors?: CorsRule[];
 }
+
+/**
+ * One CORS rule of a bucket.
+ *
+ * @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_CORSRule.html
+ */
+export interface CorsRule {
+  id?: string;
+  /** Origins; each may hold one `*` wildcard. */
+  allowedOrigins: string[];
+  /** Upper-case methods among GET, PUT, POST, DELETE, HEAD. */
+  allowedMethods: string[];
+  /** Request headers allowed in a preflight, lower-case; each may hold one `*` wildcard. */
+  allowedHeaders: string[];
+  exposeHeaders: string[];
+  maxAgeSeconds?: number;
+}
+
+/** An object's tags: key-value pairs in the order given, at most 10. */
+export type TagSet = [key: string, value: string][];
 
 /**
  * Where an object's bytes live: one data id, its storage profile, and its size.
@@ -69,6 +91,8 @@ export interface ObjectRecord extends ObjectHeaders {
   /** `x-amz-meta-*` values by lower-case name without the prefix. */
   userMeta: Record<string, string>;
   checksum?: ChecksumValue;
+  /** Object tags, when set. */
+  tags?: TagSet;
   /** A simple object's bytes; absent for a multipart object. */
   data?: DataRef;
   /** A multipart object: its manifest id, part count and chunk count. */
@@ -96,6 +120,8 @@ export interface UploadRecord extends ObjectHeaders {
   initiatedMs: number;
   userMeta: Record<string, string>;
   checksumAlgorithm?: ChecksumAlgorithm;
+  /** Tags the completed object gets. */
+  tags?: TagSet;
 }
 
 /** An uploaded part. */

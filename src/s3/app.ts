@@ -15,6 +15,9 @@ import * as buckets from "./buckets.ts";
 import * as list from "./list.ts";
 import * as objects from "./objects.ts";
 import * as multipart from "./multipart.ts";
+import * as tagging from "./tagging.ts";
+import * as cors from "./cors.ts";
+import * as acl from "./acl.ts";
 
 /** The operation table: every AWS operation Hamster answers, by name. */
 export const OPERATIONS: Record<Operation, Handler> = {
@@ -39,6 +42,16 @@ export const OPERATIONS: Record<Operation, Handler> = {
   CompleteMultipartUpload: multipart.CompleteMultipartUpload,
   AbortMultipartUpload: multipart.AbortMultipartUpload,
   ListParts: multipart.ListParts,
+  PutObjectTagging: tagging.PutObjectTagging,
+  GetObjectTagging: tagging.GetObjectTagging,
+  DeleteObjectTagging: tagging.DeleteObjectTagging,
+  PutBucketCors: cors.PutBucketCors,
+  GetBucketCors: cors.GetBucketCors,
+  DeleteBucketCors: cors.DeleteBucketCors,
+  GetBucketAcl: acl.GetBucketAcl,
+  PutBucketAcl: acl.PutBucketAcl,
+  GetObjectAcl: acl.GetObjectAcl,
+  PutObjectAcl: acl.PutObjectAcl,
 };
 
 /** Handles one S3 request end to end; never throws. */
@@ -46,11 +59,20 @@ export async function handleS3(req: Request, deps: S3Deps): Promise<Response> {
   const requestId = newId(deps.rng, 8).toUpperCase();
   const { rawPath, rawQuery } = splitRequestUrl(req.url);
   let res: Response;
+  let bucket = "";
   try {
     const url = new URL(req.url);
-    const target = resolveTarget(rawPath, req.headers.get("host"), deps.domain);
+    // HTTP/2 carries the host as :authority, which Deno puts in the URL only.
+    const headers = req.headers.has("host") ? req.headers : withHost(req.headers, url.host);
+    const target = resolveTarget(rawPath, headers.get("host"), deps.domain);
+    bucket = target.bucket;
+    if (req.method === "OPTIONS") {
+      res = await cors.preflight(req, deps, target.bucket);
+      res.headers.set("x-amz-request-id", requestId);
+      return res;
+    }
     const auth = verifyRequest(
-      { method: req.method, rawPath, rawQuery, headers: req.headers },
+      { method: req.method, rawPath, rawQuery, headers },
       deps.secretFor,
       deps.clock.nowMs(),
       deps.region,
@@ -93,9 +115,18 @@ export async function handleS3(req: Request, deps: S3Deps): Promise<Response> {
     // A body the handler never read must not be left to block the connection.
     if (req.body && !req.bodyUsed) req.body.cancel().catch(() => {});
   }
+  if (req.method !== "OPTIONS" && req.headers.has("origin")) {
+    await cors.addCorsHeaders(req, deps, bucket, res).catch((err) => deps.logError(requestId, err));
+  }
   res.headers.set("x-amz-request-id", requestId);
   res.headers.set("server", "Hamster");
   return res;
+}
+
+function withHost(headers: Headers, host: string): Headers {
+  const h = new Headers(headers);
+  h.set("host", host);
+  return h;
 }
 
 function decodeURIComponentSafe(s: string): string {

@@ -209,3 +209,150 @@ Deno.test("PutObject whose body does not match its signed hash stores nothing", 
     assert.deepEqual(leftovers, []);
   });
 });
+
+Deno.test("PutObjectTagging, GetObjectTagging and x-amz-tagging keep AWS's limits", async () => {
+  await withApp(async ({ send }) => {
+    await send("PUT", "/bkt");
+    const put = await send("PUT", "/bkt/k", {
+      body: "x",
+      headers: { "x-amz-tagging": "a=1&b=two%20words" },
+    });
+    assert.equal(put.status, 200);
+    assert.equal((await send("HEAD", "/bkt/k")).headers.get("x-amz-tagging-count"), "2");
+    const got = await (await send("GET", "/bkt/k", { query: "tagging" })).text();
+    assert.deepEqual(tags(got, "Key"), ["a", "b"]);
+    assert.deepEqual(tags(got, "Value"), ["1", "two words"]);
+    const doc = (pairs: [string, string][]) =>
+      `<Tagging><TagSet>${
+        pairs.map(([k, v]) => `<Tag><Key>${k}</Key><Value>${v}</Value></Tag>`).join("")
+      }</TagSet></Tagging>`;
+    assert.equal(
+      (await send("PUT", "/bkt/k", { query: "tagging", body: doc([["c", "3"]]) })).status,
+      200,
+    );
+    assert.deepEqual(
+      tags(await (await send("GET", "/bkt/k", { query: "tagging" })).text(), "Key"),
+      ["c"],
+    );
+    const eleven = Array.from({ length: 11 }, (_, i) => [`k${i}`, "v"] as [string, string]);
+    assert.equal(
+      (await send("PUT", "/bkt/k", { query: "tagging", body: doc(eleven) })).status,
+      400,
+    );
+    const longKey = await send("PUT", "/bkt/k", {
+      query: "tagging",
+      body: doc([["k".repeat(129), "v"]]),
+    });
+    assert.deepEqual(tags(await longKey.text(), "Code"), ["InvalidTag"]);
+    const dup = await send("PUT", "/bkt/k", {
+      query: "tagging",
+      body: doc([["a", "1"], ["a", "2"]]),
+    });
+    assert.deepEqual(tags(await dup.text(), "Code"), ["InvalidTag"]);
+    assert.equal(
+      (await send("PUT", "/bkt/j", {
+        body: "y",
+        headers: { "x-amz-tagging": "v=" + "x".repeat(257) },
+      })).status,
+      400,
+    );
+    assert.equal((await send("HEAD", "/bkt/j")).status, 404);
+    // CopyObject copies tags by default and replaces them with REPLACE.
+    await send("PUT", "/bkt/copy1", { headers: { "x-amz-copy-source": "/bkt/k" } });
+    assert.deepEqual(
+      tags(await (await send("GET", "/bkt/copy1", { query: "tagging" })).text(), "Key"),
+      ["c"],
+    );
+    await send("PUT", "/bkt/copy2", {
+      headers: {
+        "x-amz-copy-source": "/bkt/k",
+        "x-amz-tagging-directive": "REPLACE",
+        "x-amz-tagging": "z=9",
+      },
+    });
+    assert.deepEqual(
+      tags(await (await send("GET", "/bkt/copy2", { query: "tagging" })).text(), "Key"),
+      ["z"],
+    );
+    assert.equal((await send("DELETE", "/bkt/k", { query: "tagging" })).status, 204);
+    assert.deepEqual(
+      tags(await (await send("GET", "/bkt/k", { query: "tagging" })).text(), "Key"),
+      [],
+    );
+    assert.equal((await send("GET", "/bkt/nokey", { query: "tagging" })).status, 404);
+  });
+});
+
+Deno.test("PutBucketCors rules answer preflights and add headers to actual requests", async () => {
+  await withApp(async ({ send }) => {
+    await send("PUT", "/bkt");
+    const app = send;
+    const preflight = (origin: string, method: string, headers = "") =>
+      app("OPTIONS", "/bkt/k", {
+        headers: {
+          origin,
+          "access-control-request-method": method,
+          ...(headers ? { "access-control-request-headers": headers } : {}),
+        },
+      });
+    assert.equal((await preflight("https://a.example", "GET")).status, 403, "no CORS config yet");
+    assert.equal((await send("GET", "/bkt", { query: "cors" })).status, 404);
+    const config = `<CORSConfiguration><CORSRule><AllowedOrigin>https://*.example</AllowedOrigin>
+      <AllowedMethod>GET</AllowedMethod><AllowedMethod>PUT</AllowedMethod><AllowedHeader>x-amz-*</AllowedHeader>
+      <AllowedHeader>content-type</AllowedHeader><ExposeHeader>ETag</ExposeHeader><MaxAgeSeconds>300</MaxAgeSeconds>
+      </CORSRule></CORSConfiguration>`;
+    assert.equal((await send("PUT", "/bkt", { query: "cors", body: config })).status, 200);
+    const ok = await preflight("https://a.example", "PUT", "content-type, x-amz-date");
+    assert.equal(ok.status, 200);
+    assert.equal(ok.headers.get("access-control-allow-origin"), "https://a.example");
+    assert.equal(ok.headers.get("access-control-allow-methods"), "GET, PUT");
+    assert.equal(ok.headers.get("access-control-max-age"), "300");
+    assert.equal((await preflight("https://evil.test", "GET")).status, 403);
+    assert.equal((await preflight("https://a.example", "DELETE")).status, 403);
+    assert.equal((await preflight("https://a.example", "GET", "authorization-x")).status, 403);
+    const bad = await app("OPTIONS", "/bkt/k", { headers: { origin: "https://a.example" } });
+    assert.equal(bad.status, 400);
+    await send("PUT", "/bkt/k", { body: "x" });
+    const actual = await send("GET", "/bkt/k", { headers: { origin: "https://b.example" } });
+    assert.equal(actual.headers.get("access-control-allow-origin"), "https://b.example");
+    assert.equal(actual.headers.get("access-control-expose-headers"), "ETag");
+    const got = await (await send("GET", "/bkt", { query: "cors" })).text();
+    assert.deepEqual(tags(got, "AllowedMethod"), ["GET", "PUT"]);
+    const badMethod = config.replace(
+      "<AllowedMethod>PUT</AllowedMethod>",
+      "<AllowedMethod>PATCH</AllowedMethod>",
+    );
+    assert.equal((await send("PUT", "/bkt", { query: "cors", body: badMethod })).status, 400);
+    assert.equal((await send("DELETE", "/bkt", { query: "cors" })).status, 204);
+    assert.equal((await preflight("https://a.example", "GET")).status, 403);
+  });
+});
+
+Deno.test("GetBucketAcl and GetObjectAcl answer the owner's FULL_CONTROL; only private ACLs are accepted", async () => {
+  await withApp(async ({ send }) => {
+    assert.equal((await send("PUT", "/bkt", { headers: { "x-amz-acl": "private" } })).status, 200);
+    assert.equal(
+      (await send("PUT", "/bk2", { headers: { "x-amz-acl": "public-read" } })).status,
+      501,
+    );
+    await send("PUT", "/bkt/k", { body: "x" });
+    for (const path of ["/bkt", "/bkt/k"]) {
+      const xml = await (await send("GET", path, { query: "acl" })).text();
+      assert.deepEqual(tags(xml, "Permission"), ["FULL_CONTROL"]);
+      assert.match(xml, /xsi:type="CanonicalUser"/);
+    }
+    assert.equal(
+      (await send("PUT", "/bkt/k", { query: "acl", headers: { "x-amz-acl": "private" } })).status,
+      200,
+    );
+    assert.equal(
+      (await send("PUT", "/bkt/k", { query: "acl", headers: { "x-amz-acl": "public-read" } }))
+        .status,
+      501,
+    );
+    assert.equal(
+      (await send("PUT", "/bkt/k", { body: "x", headers: { "x-amz-grant-read": "id=x" } })).status,
+      501,
+    );
+  });
+});

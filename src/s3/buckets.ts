@@ -9,6 +9,7 @@ import { OWNER, type S3Context, xmlResponse } from "./context.ts";
 import { S3Error } from "./errors.ts";
 import { isoDate, validateBucketName } from "./http.ts";
 import { asArray, parseXmlBody, readCappedText, renderXml } from "./xml.ts";
+import { refuseNonPrivateAcl } from "./acl.ts";
 
 /** Reads a bucket's record. @throws {S3Error} `NoSuchBucket` */
 export async function requireBucket(ctx: S3Context, bucket = ctx.bucket): Promise<BucketRecord> {
@@ -46,13 +47,7 @@ export async function ListBuckets(ctx: S3Context): Promise<Response> {
  */
 export async function CreateBucket(ctx: S3Context): Promise<Response> {
   validateBucketName(ctx.bucket);
-  const acl = ctx.req.headers.get("x-amz-acl");
-  if (acl !== null && acl !== "private") {
-    throw new S3Error(
-      "NotImplemented",
-      `Canned ACL "${acl}" is not implemented; only "private" is`,
-    );
-  }
+  refuseNonPrivateAcl(ctx.req.headers);
   if (ctx.req.headers.get("x-amz-bucket-object-lock-enabled")?.toLowerCase() === "true") {
     throw new S3Error("NotImplemented", "Object lock is not implemented");
   }

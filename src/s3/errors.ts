@@ -12,8 +12,10 @@ import { escapeXml } from "./xml.ts";
 /** Every S3 error Hamster can answer: its HTTP status and default message. */
 export const S3_ERRORS = {
   AccessDenied: [403, "Access denied"],
+  AccessForbidden: [403, "CORSResponse: This CORS request is not allowed"],
   AuthorizationHeaderMalformed: [400, "The authorization header is malformed"],
   AuthorizationQueryParametersError: [400, "The authorization query parameters are malformed"],
+  BadRequest: [400, "Bad request"],
   BadDigest: [400, "The Content-MD5 or checksum you specified did not match what was received"],
   BucketAlreadyExists: [409, "The requested bucket name is not available"],
   BucketAlreadyOwnedByYou: [409, "Your previous request to create the named bucket succeeded"],
@@ -31,6 +33,7 @@ export const S3_ERRORS = {
   InvalidPartOrder: [400, "The list of parts was not in ascending order"],
   InvalidRange: [416, "The requested range is not satisfiable"],
   InvalidRequest: [400, "Invalid request"],
+  InvalidTag: [400, "The tag provided was not a valid tag"],
   InvalidURI: [400, "Could not parse the specified URI"],
   InvalidStorageClass: [400, "The storage class you specified is not valid"],
   KeyTooLongError: [400, "Your key is too long"],
@@ -40,6 +43,7 @@ export const S3_ERRORS = {
   MethodNotAllowed: [405, "The specified method is not allowed against this resource"],
   MissingContentLength: [411, "You must provide the Content-Length HTTP header"],
   NoSuchBucket: [404, "The specified bucket does not exist"],
+  NoSuchCORSConfiguration: [404, "The CORS configuration does not exist"],
   NoSuchKey: [404, "The specified key does not exist"],
   NoSuchVersion: [404, "The specified version does not exist"],
   NoSuchUpload: [404, "The specified multipart upload does not exist"],

@@ -245,6 +245,7 @@ export function writeObjectHeaders(
   }
   for (const [k, v] of Object.entries(record.userMeta)) out.set(`x-amz-meta-${k}`, v);
   if (record.multipart) out.set("x-amz-mp-parts-count", String(record.multipart.partCount));
+  if (record.tags) out.set("x-amz-tagging-count", String(record.tags.length));
   if (query) {
     for (const [param, name] of Object.entries(RESPONSE_OVERRIDES)) {
       const v = query.get(param);

@@ -16,7 +16,8 @@ import { S3Error } from "./errors.ts";
 import { isoDate, readObjectHeaders, unquoteEtag, validateKey } from "./http.ts";
 import { ingest } from "./ingest.ts";
 import { compareUtf8 } from "./list.ts";
-import { copyBytes, copySource, removeGarbage } from "./objects.ts";
+import { copyBytes, copySource, refuseUnsupportedWriteHeaders, removeGarbage } from "./objects.ts";
+import { taggingHeader } from "./tagging.ts";
 import { requireBucket } from "./buckets.ts";
 import { asArray, parseXmlBody, readCappedText, renderXml } from "./xml.ts";
 
@@ -52,12 +53,9 @@ function parsePartNumber(v: string | null): number {
 export async function CreateMultipartUpload(ctx: S3Context): Promise<Response> {
   validateKey(ctx.key);
   const headers = ctx.req.headers;
-  for (const h of ["x-amz-server-side-encryption", "x-amz-object-lock-mode", "x-amz-tagging"]) {
-    if (headers.has(h)) throw new S3Error("NotImplemented", `The "${h}" header is not implemented`);
-  }
-  const sc = headers.get("x-amz-storage-class");
-  if (sc !== null && sc !== "STANDARD") throw new S3Error("InvalidStorageClass");
+  refuseUnsupportedWriteHeaders(headers);
   const { stored, userMeta } = readObjectHeaders(headers);
+  const tags = taggingHeader(headers);
   const algorithmName = headers.get("x-amz-checksum-algorithm");
   const uploadId = newId(ctx.deps.rng, 24);
   const upload: UploadRecord = JSON.parse(JSON.stringify({
@@ -65,6 +63,7 @@ export async function CreateMultipartUpload(ctx: S3Context): Promise<Response> {
     uploadId,
     initiatedMs: ctx.deps.clock.nowMs(),
     userMeta,
+    ...(tags && tags.length > 0 ? { tags } : {}),
     ...(algorithmName !== null ? { checksumAlgorithm: parseChecksumAlgorithm(algorithmName) } : {}),
   }));
   await ctx.deps.log.propose({

@@ -32,6 +32,8 @@ import {
 import { ingest, type Ingested, storeStream } from "./ingest.ts";
 import { asArray, parseXmlBody, readCappedText, renderXml } from "./xml.ts";
 import { requireBucket } from "./buckets.ts";
+import { refuseNonPrivateAcl } from "./acl.ts";
+import { taggingHeader } from "./tagging.ts";
 
 /** Reads an object's record. @throws {S3Error} `NoSuchBucket`, `NoSuchKey` */
 export async function requireObject(
@@ -82,24 +84,19 @@ function checkStorageClass(headers: Headers): void {
 }
 
 /** Refuses headers that ask for features Hamster does not have, rather than ignoring them. */
-function refuseUnsupportedWriteHeaders(headers: Headers): void {
+export function refuseUnsupportedWriteHeaders(headers: Headers): void {
   for (
     const h of [
       "x-amz-server-side-encryption",
+      "x-amz-server-side-encryption-customer-algorithm",
       "x-amz-object-lock-mode",
-      "x-amz-tagging",
+      "x-amz-object-lock-legal-hold",
       "x-amz-website-redirect-location",
     ]
   ) {
     if (headers.has(h)) throw new S3Error("NotImplemented", `The "${h}" header is not implemented`);
   }
-  const acl = headers.get("x-amz-acl");
-  if (acl !== null && acl !== "private") {
-    throw new S3Error(
-      "NotImplemented",
-      `Canned ACL "${acl}" is not implemented; only "private" is`,
-    );
-  }
+  refuseNonPrivateAcl(headers);
   checkStorageClass(headers);
 }
 
@@ -141,10 +138,12 @@ export async function PutObject(ctx: S3Context): Promise<Response> {
   refuseUnsupportedWriteHeaders(headers);
   const condition = writeCondition(headers);
   const { stored, userMeta } = readObjectHeaders(headers);
+  const tags = taggingHeader(headers);
   await requireBucket(ctx);
   const ingested = await ingest(ctx, ctx.body());
   const record: ObjectRecord = {
     ...stored,
+    ...(tags && tags.length > 0 ? { tags } : {}),
     sizeBytes: ingested.data.sizeBytes,
     etag: ingested.md5Hex,
     lastModifiedMs: ctx.deps.clock.nowMs(),
@@ -392,6 +391,13 @@ export async function CopyObject(ctx: S3Context): Promise<Response> {
       extra: { ArgumentName: "x-amz-metadata-directive", ArgumentValue: directive },
     });
   }
+  const taggingDirective = (headers.get("x-amz-tagging-directive") ?? "COPY").toUpperCase();
+  if (taggingDirective !== "COPY" && taggingDirective !== "REPLACE") {
+    throw new S3Error("InvalidArgument", `Unknown tagging directive "${taggingDirective}"`, {
+      extra: { ArgumentName: "x-amz-tagging-directive", ArgumentValue: taggingDirective },
+    });
+  }
+  const requestTags = taggingHeader(headers);
   const src = await copySource(ctx);
   await requireBucket(ctx);
   if (src.bucket === ctx.bucket && src.key === ctx.key && directive !== "REPLACE") {
@@ -421,8 +427,10 @@ export async function CopyObject(ctx: S3Context): Promise<Response> {
       expires: src.record.expires,
       userMeta: src.record.userMeta,
     };
+  const tags = taggingDirective === "REPLACE" ? requestTags : src.record.tags;
   const record: ObjectRecord = JSON.parse(JSON.stringify({
     ...base,
+    ...(tags && tags.length > 0 ? { tags } : {}),
     sizeBytes: ingested.data.sizeBytes,
     etag: ingested.md5Hex,
     lastModifiedMs: ctx.deps.clock.nowMs(),

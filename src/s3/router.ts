@@ -30,7 +30,17 @@ export type Operation =
   | "UploadPartCopy"
   | "CompleteMultipartUpload"
   | "AbortMultipartUpload"
-  | "ListParts";
+  | "ListParts"
+  | "PutObjectTagging"
+  | "GetObjectTagging"
+  | "DeleteObjectTagging"
+  | "PutBucketCors"
+  | "GetBucketCors"
+  | "DeleteBucketCors"
+  | "GetBucketAcl"
+  | "PutBucketAcl"
+  | "GetObjectAcl"
+  | "PutObjectAcl";
 
 /**
  * Sub-resources S3 defines that Hamster does not implement yet: a request
@@ -39,10 +49,8 @@ export type Operation =
  */
 const UNSUPPORTED_SUBRESOURCES = new Set([
   "accelerate",
-  "acl",
   "analytics",
   "attributes",
-  "cors",
   "encryption",
   "intelligent-tiering",
   "inventory",
@@ -64,7 +72,6 @@ const UNSUPPORTED_SUBRESOURCES = new Set([
   "retention",
   "select",
   "session",
-  "tagging",
   "torrent",
   "versions",
   "website",
@@ -128,15 +135,29 @@ export function resolveOperation(
         if (has("versioning")) {
           throw new S3Error("NotImplemented", "Bucket versioning is not implemented");
         }
+        if (has("cors")) return "PutBucketCors";
+        if (has("acl")) return "PutBucketAcl";
+        if (has("tagging")) {
+          throw new S3Error("NotImplemented", "Bucket tagging is not implemented");
+        }
         return "CreateBucket";
       case "HEAD":
         return "HeadBucket";
       case "DELETE":
+        if (has("cors")) return "DeleteBucketCors";
+        if (has("tagging")) {
+          throw new S3Error("NotImplemented", "Bucket tagging is not implemented");
+        }
         return "DeleteBucket";
       case "GET":
         if (has("location")) return "GetBucketLocation";
         if (has("versioning")) return "GetBucketVersioning";
         if (has("uploads")) return "ListMultipartUploads";
+        if (has("cors")) return "GetBucketCors";
+        if (has("acl")) return "GetBucketAcl";
+        if (has("tagging")) {
+          throw new S3Error("NotImplemented", "Bucket tagging is not implemented");
+        }
         if (query.get("list-type") === "2") return "ListObjectsV2";
         return "ListObjects";
       case "POST":
@@ -149,13 +170,18 @@ export function resolveOperation(
   const copy = headers.has("x-amz-copy-source");
   switch (method) {
     case "PUT":
+      if (has("tagging")) return "PutObjectTagging";
+      if (has("acl")) return "PutObjectAcl";
       if (has("partNumber") || has("uploadId")) return copy ? "UploadPartCopy" : "UploadPart";
       return copy ? "CopyObject" : "PutObject";
     case "GET":
+      if (has("tagging")) return "GetObjectTagging";
+      if (has("acl")) return "GetObjectAcl";
       return has("uploadId") ? "ListParts" : "GetObject";
     case "HEAD":
       return "HeadObject";
     case "DELETE":
+      if (has("tagging")) return "DeleteObjectTagging";
       return has("uploadId") ? "AbortMultipartUpload" : "DeleteObject";
     case "POST":
       if (has("uploads")) return "CreateMultipartUpload";
