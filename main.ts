@@ -16,6 +16,8 @@ import { newId } from "./src/s3/context.ts";
 import denoJson from "./deno.json" with { type: "json" };
 
 const VERSION = denoJson.version;
+/** How long SIGINT / SIGTERM wait for in-flight requests before exiting. */
+const SHUTDOWN_GRACE_MS = 10_000;
 
 const USAGE = `hamster: a self-hosted, S3-compatible object store
 
@@ -201,7 +203,9 @@ async function serve(args: string[]): Promise<void> {
     if (stopping) return;
     stopping = true;
     console.log("hamster: shutting down");
-    await server.shutdown();
+    // In-flight requests get SHUTDOWN_GRACE_MS to finish; a stalled client must not hold the exit.
+    // Writes cut off here were never committed: the startup sweep removes what they left.
+    await Promise.race([server.shutdown(), new Promise((r) => setTimeout(r, SHUTDOWN_GRACE_MS))]);
     kv.close();
     lock.close();
     Deno.exit(0);

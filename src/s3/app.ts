@@ -120,6 +120,11 @@ export async function handleS3(req: Request, deps: S3Deps): Promise<Response> {
   }
   res.headers.set("x-amz-request-id", requestId);
   res.headers.set("server", "Hamster");
+  // An empty body sent with Expect: 100-continue leaves Deno's HTTP/1.1 connection unable to take
+  // the next request (botocore waits for its read timeout); closing it makes the client reconnect.
+  if (req.headers.has("expect") && req.headers.get("content-length") === "0") {
+    res.headers.set("connection", "close");
+  }
   return res;
 }
 

@@ -21,6 +21,7 @@ import {
 import { newId, type S3Context } from "./context.ts";
 import { S3Error } from "./errors.ts";
 import { MAX_PUT_SIZE_BYTES } from "./http.ts";
+import { readOrIncomplete } from "./xml.ts";
 
 /** What a stored body produced. */
 export interface Ingested {
@@ -178,7 +179,7 @@ export async function storeStream(
     let sizeBytes = 0;
     const reader = source.stream.getReader();
     while (true) {
-      const { done, value } = await reader.read();
+      const { done, value } = await readOrIncomplete(reader);
       if (done) break;
       sizeBytes += value.length;
       if (sizeBytes > maxSizeBytes) {

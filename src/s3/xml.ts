@@ -1,6 +1,7 @@
 /**
  * XML for the S3 API: rendering responses and parsing capped request bodies
- * with fast-xml-parser (entities are never expanded, DOCTYPEs are refused).
+ * with fast-xml-parser (character references are decoded; DOCTYPEs, and so
+ * declared entities, are refused).
  *
  * Pure: no clock, no I/O.
  *
@@ -75,7 +76,10 @@ const parser = new XMLParser({
   ignoreAttributes: true,
   parseTagValue: false,
   trimValues: true,
-  processEntities: false,
+  // Predefined and numeric references are decoded (SDKs send ETags as &quot;...&quot; or &#34;...&#34;);
+  // DOCTYPEs are refused before parsing, so no declared entity can ever expand.
+  processEntities: true,
+  htmlEntities: true,
   removeNSPrefix: true,
 });
 
@@ -116,7 +120,7 @@ export async function readCappedText(
   let total = 0;
   const reader = body.getReader();
   while (true) {
-    const { done, value } = await reader.read();
+    const { done, value } = await readOrIncomplete(reader);
     if (done) break;
     total += value.length;
     if (total > maxBytes) {
@@ -135,6 +139,24 @@ export async function readCappedText(
     return new TextDecoder("utf-8", { fatal: true }).decode(all);
   } catch {
     throw new S3Error("MalformedXML", "The XML body is not valid UTF-8");
+  }
+}
+
+/**
+ * Reads from a request body; a transport failure (the client went away, the
+ * body ended before its Content-Length) becomes `IncompleteBody`, while S3
+ * and auth errors raised by the body's decoders pass through.
+ */
+export async function readOrIncomplete<T>(
+  reader: ReadableStreamDefaultReader<T>,
+): Promise<ReadableStreamReadResult<T>> {
+  try {
+    return await reader.read();
+  } catch (err) {
+    if (err instanceof S3Error || (typeof err === "object" && err !== null && "code" in err)) {
+      throw err;
+    }
+    throw new S3Error("IncompleteBody", "The request body ended before it was complete");
   }
 }
 
