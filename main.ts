@@ -9,6 +9,7 @@
  */
 import { parseArgs } from "node:util";
 import { DenoDisk, openDenoKv, systemClock, systemRng } from "./src/io/deno/mod.ts";
+import { workerHashPool } from "./src/io/deno/hash_worker.ts";
 import { LocalDataPath } from "./src/data/local.ts";
 import { LocalLog, sweepMetadata } from "./src/meta/mod.ts";
 import { createS3App } from "./src/s3/app.ts";
@@ -173,6 +174,8 @@ async function serve(args: string[]): Promise<void> {
   const removed = await data.sweep((id) => live.has(id));
   if (removed > 0) console.log(`Startup sweep removed ${removed} orphaned file(s)`);
   const log = await LocalLog.open(kv);
+  // MD5 and checksums of large bodies run beside the event loop, one worker per spare core.
+  const hashPool = workerHashPool(Math.max(1, navigator.hardwareConcurrency - 1));
   const app = createS3App({
     kv,
     log,
@@ -182,6 +185,7 @@ async function serve(args: string[]): Promise<void> {
     secretFor: (id) => (id === creds.accessKeyId ? creds.secretAccessKey : undefined),
     region: opts.region,
     domain: opts.domain,
+    hashPool,
     logError: (requestId, err) => console.error(`request ${requestId}:`, err),
   });
   const server = Deno.serve({
@@ -206,6 +210,7 @@ async function serve(args: string[]): Promise<void> {
     // In-flight requests get SHUTDOWN_GRACE_MS to finish; a stalled client must not hold the exit.
     // Writes cut off here were never committed: the startup sweep removes what they left.
     await Promise.race([server.shutdown(), new Promise((r) => setTimeout(r, SHUTDOWN_GRACE_MS))]);
+    hashPool.close();
     kv.close();
     lock.close();
     Deno.exit(0);

@@ -25,7 +25,9 @@ export interface DataWriter {
   write(bytes: Uint8Array): Promise<void>;
   /** Bytes written so far. */
   readonly sizeBytes: number;
-  /** Makes the bytes durable and returns where they live. */
+  /** Flushes buffered bytes (through `onBlock`) to the file; no more writes after it. */
+  end(): Promise<void>;
+  /** Makes the bytes durable and returns where they live (ending first if needed). */
   commit(): Promise<DataRef>;
   /** Discards everything written; safe to call more than once and after a failure. */
   abort(): Promise<void>;
@@ -33,8 +35,16 @@ export interface DataWriter {
 
 /** Where object bytes are stored and read: the seam the erasure-coded path replaces. */
 export interface DataPath {
-  /** Starts writing a new object's bytes under `dataId` (32 hex digits). */
-  create(dataId: string): Promise<DataWriter>;
+  /**
+   * Starts writing a new object's bytes under `dataId` (32 hex digits).
+   * `onBlock` sees every payload byte once, in order, in blocks of up to
+   * {@link WRITE_BUFFER_BYTES}, before they go to disk; the block may be
+   * reused once its promise resolves.
+   */
+  create(
+    dataId: string,
+    opts?: { onBlock?: (block: Uint8Array) => Promise<void> },
+  ): Promise<DataWriter>;
   /** The bytes `[startByte, endByte)` of `ref`, streamed in bounded chunks. */
   read(ref: DataRef, startByte: number, endByte: number): ReadableStream<Uint8Array>;
   /** Removes `ref`'s files; missing files are not an error. */
@@ -66,22 +76,21 @@ export class LocalDataPath implements DataPath {
     return `shards/${dataId.slice(0, 2)}/${dataId}.${shardIndex}`;
   }
 
-  async create(dataId: string): Promise<DataWriter> {
+  async create(
+    dataId: string,
+    opts: { onBlock?: (block: Uint8Array) => Promise<void> } = {},
+  ): Promise<DataWriter> {
     const tmpPath = `tmp/${dataId}.0.tmp`;
     const file = await this.#disk.create(tmpPath);
-    const writer = new LocalWriter(this, file, tmpPath, dataId);
-    await writer.write(
-      encodeShardHeader({
-        dataId,
-        shardIndex: 0,
-        k: 1,
-        m: 0,
-        sliceSizeBytes: 0,
-        frameSizeBytes: 0,
-      }),
-    );
-    writer.sizeBytes = 0;
-    return writer;
+    const header = encodeShardHeader({
+      dataId,
+      shardIndex: 0,
+      k: 1,
+      m: 0,
+      sliceSizeBytes: 0,
+      frameSizeBytes: 0,
+    });
+    return new LocalWriter(this, file, tmpPath, dataId, header, opts.onBlock);
   }
 
   /** @internal */
@@ -179,18 +188,22 @@ class LocalWriter implements DataWriter {
   /** The buffer being written to disk while `#buffer` fills: two buffers, reused. */
   #spare: Uint8Array<ArrayBuffer> | null = null;
   #filled = 0;
-  #pending: Promise<void> = Promise.resolve();
-  #state: "open" | "committed" | "aborted" = "open";
+  #pending: Promise<void>;
+  #state: "open" | "ended" | "committed" | "aborted" = "open";
 
   constructor(
     readonly owner: LocalDataPath,
     readonly file: WriteHandle,
     readonly tmpPath: string,
     readonly dataId: string,
-  ) {}
+    header: Uint8Array,
+    readonly onBlock?: (block: Uint8Array) => Promise<void>,
+  ) {
+    this.#pending = file.write(header);
+  }
 
   async write(bytes: Uint8Array): Promise<void> {
-    if (this.#state !== "open") throw new Error("Write after the writer was closed");
+    if (this.#state !== "open") throw new Error("Write after the writer was ended");
     this.sizeBytes += bytes.length;
     let off = 0;
     while (off < bytes.length) {
@@ -204,19 +217,31 @@ class LocalWriter implements DataWriter {
 
   /** Hands the full buffer to the disk and continues into the other one; at most one write in flight. */
   async #flush(): Promise<void> {
-    await this.#pending;
     const full = this.#buffer;
+    if (this.onBlock) await this.onBlock(full.subarray(0, this.#filled));
+    await this.#pending;
     this.#pending = this.file.write(full.subarray(0, this.#filled));
     this.#buffer = this.#spare ?? new Uint8Array(WRITE_BUFFER_BYTES);
     this.#spare = full;
     this.#filled = 0;
   }
 
-  async commit(): Promise<DataRef> {
-    if (this.#state !== "open") throw new Error("Commit after the writer was closed");
+  async end(): Promise<void> {
+    if (this.#state === "ended") return;
+    if (this.#state !== "open") throw new Error("End after the writer was closed");
     try {
       if (this.#filled > 0) await this.#flush();
       await this.#pending;
+      this.#state = "ended";
+    } catch (err) {
+      await this.abort();
+      throw err;
+    }
+  }
+
+  async commit(): Promise<DataRef> {
+    await this.end();
+    try {
       await this.file.sync();
       this.file.close();
       this.#state = "committed";
@@ -230,7 +255,7 @@ class LocalWriter implements DataWriter {
 
   async abort(): Promise<void> {
     if (this.#state === "aborted") return;
-    const wasOpen = this.#state === "open";
+    const wasOpen = this.#state === "open" || this.#state === "ended";
     this.#state = "aborted";
     if (wasOpen) {
       await this.#pending.catch(() => {});

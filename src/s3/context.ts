@@ -8,6 +8,7 @@ import type { AuthResult } from "../auth/mod.ts";
 import type { DataPath } from "../data/local.ts";
 import type { Clock, MetaKv, Rng } from "../io/mod.ts";
 import type { MetaLog } from "../meta/mod.ts";
+import type { HashPool } from "./hashing.ts";
 
 /** The services an S3 endpoint runs on. */
 export interface S3Deps {
@@ -25,6 +26,8 @@ export interface S3Deps {
   region: string;
   /** With virtual-hosted addressing: the base domain (`s3.example.com`). */
   domain?: string;
+  /** Where body hashing runs; inline when absent. */
+  hashPool?: HashPool;
   /** Logs an internal error. */
   logError(requestId: string, err: unknown): void;
 }
@@ -54,6 +57,17 @@ export function newId(rng: Rng, sizeBytes = 16): string {
   let s = "";
   for (const x of b) s += x.toString(16).padStart(2, "0");
   return s;
+}
+
+/**
+ * A new data id: 32 hex digits whose first two are the current minute (mod
+ * 256) and whose other 120 bits are random. Data written together then shares
+ * a shard directory (`shards/<first two hex>/`), so concurrent writes share
+ * one directory fsync; over hours the ids still spread over all 256 directories.
+ */
+export function newDataId(clock: Clock, rng: Rng): string {
+  const minute = Math.floor(clock.nowMs() / 60_000) & 0xff;
+  return minute.toString(16).padStart(2, "0") + newId(rng, 15);
 }
 
 /** An XML response with status 200 unless told. */

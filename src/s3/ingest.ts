@@ -7,7 +7,6 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
 import type { ChecksumAlgorithm, ChecksumValue, DataRef } from "../meta/records.ts";
 import {
   CHECKSUM_HEADERS,
@@ -18,10 +17,11 @@ import {
   toBase64,
   validateChecksumValue,
 } from "./checksums.ts";
-import { newId, type S3Context } from "./context.ts";
+import { newDataId, type S3Context } from "./context.ts";
 import { S3Error } from "./errors.ts";
 import { MAX_PUT_SIZE_BYTES } from "./http.ts";
 import { readOrIncomplete } from "./xml.ts";
+import { inlineHashPool } from "./hashing.ts";
 
 /** What a stored body produced. */
 export interface Ingested {
@@ -170,11 +170,10 @@ export async function storeStream(
       },
     );
   }
-  const checksummer: Checksummer | undefined = wanted
-    ? await createChecksummer(wanted.algorithm)
-    : undefined;
-  const md5 = createHash("md5");
-  const writer = await ctx.deps.data.create(newId(ctx.deps.rng));
+  const hasher = await (ctx.deps.hashPool ?? inlineHashPool).open(wanted?.algorithm);
+  const writer = await ctx.deps.data.create(newDataId(ctx.deps.clock, ctx.deps.rng), {
+    onBlock: (block) => hasher.update(block),
+  });
   try {
     let sizeBytes = 0;
     const reader = source.stream.getReader();
@@ -186,10 +185,7 @@ export async function storeStream(
         await reader.cancel().catch(() => {});
         throw new S3Error("EntityTooLarge", `Body exceeds the limit of ${maxSizeBytes} bytes`);
       }
-      const written = writer.write(value);
-      md5.update(value);
-      checksummer?.update(value);
-      await written;
+      await writer.write(value);
     }
     if (announced !== undefined && sizeBytes !== announced) {
       throw new S3Error(
@@ -197,7 +193,9 @@ export async function storeStream(
         `Received ${sizeBytes} bytes of the announced ${announced}`,
       );
     }
-    const md5Hex = md5.digest("hex");
+    await writer.end();
+    const digest = await hasher.digest();
+    const md5Hex = digest.md5Hex;
     if (md5Expected !== undefined && md5Expected !== md5Hex) {
       throw new S3Error(
         "BadDigest",
@@ -205,8 +203,8 @@ export async function storeStream(
       );
     }
     let checksum: ChecksumValue | undefined;
-    if (checksummer && wanted) {
-      const value = toBase64(await checksummer.digest());
+    if (wanted && digest.checksum !== undefined) {
+      const value = digest.checksum;
       let expected = wanted.expected;
       if (wanted.fromTrailer) {
         const trailers = await source.trailers;
@@ -230,6 +228,7 @@ export async function storeStream(
     const data = await writer.commit();
     return { data, md5Hex, checksum };
   } catch (err) {
+    hasher.discard();
     await writer.abort();
     throw err;
   }
