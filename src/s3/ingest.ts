@@ -11,10 +11,7 @@ import type { ChecksumAlgorithm, ChecksumValue, DataRef } from "../meta/records.
 import {
   CHECKSUM_HEADERS,
   checksumHeader,
-  type Checksummer,
-  createChecksummer,
   parseChecksumAlgorithm,
-  toBase64,
   validateChecksumValue,
 } from "./checksums.ts";
 import { newDataId, type S3Context } from "./context.ts";
