@@ -1,6 +1,6 @@
 /**
  * `verifyRequest()`: checks a request's SigV4 signature, by `Authorization` header or by
- * presigned query parameters.
+ * presigned query parameters (and SigV2 presigned URLs, see `sigv2_query.ts`).
  *
  * Pure: no clock, no I/O; the time is a parameter.
  *
@@ -34,6 +34,7 @@ import {
   UNSIGNED_PAYLOAD,
 } from "./_sigv4.ts";
 import type { AuthRequest, AuthResult, Payload, SecretLookup } from "./types.ts";
+import { verifyQueryAuthV2 } from "./sigv2_query.ts";
 
 /** Longest validity of a presigned URL, as AWS: 7 days in seconds. */
 export const MAX_PRESIGNED_EXPIRES_SEC = 604800;
@@ -105,7 +106,7 @@ export function verifyRequest(
   }
   if (authorization !== null) return verifyHeaderAuth(req, authorization, lookup, nowMs, region);
   if (v4Query) return verifyQueryAuth(req, query, lookup, nowMs, region);
-  if (v2Query) throw new AuthError("InvalidRequest", SIGV2_UNSUPPORTED);
+  if (v2Query) return verifyQueryAuthV2(req, query, lookup, nowMs);
   throw new AuthError(
     "AccessDenied",
     "Anonymous requests are not supported; sign the request with AWS Signature Version 4",

@@ -574,7 +574,7 @@ Deno.test("verifyRequest() rejects a request with no signature with AccessDenied
   );
 });
 
-Deno.test("verifyRequest() refuses Signature Version 2 with InvalidRequest", () => {
+Deno.test("verifyRequest() refuses a SigV2 Authorization header, and checks SigV2 presigned URLs", () => {
   throwsWith(
     () =>
       verifyRequest(
@@ -603,7 +603,7 @@ Deno.test("verifyRequest() refuses Signature Version 2 with InvalidRequest", () 
         NOW,
         REGION,
       ),
-    "InvalidRequest",
+    "InvalidAccessKeyId",
   );
 });
 

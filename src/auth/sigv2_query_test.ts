@@ -1,0 +1,62 @@
+import assert from "node:assert/strict";
+import { AuthError } from "./errors.ts";
+import { verifyRequest } from "./verify.ts";
+
+const SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+const lookup = (id: string) => (id === "AKIAIOSFODNN7EXAMPLE" ? SECRET : undefined);
+// AWS's published query-string example: GET /johnsmith/photos/puppy.jpg, Expires 1175139620.
+const QUERY =
+  "AWSAccessKeyId=AKIAIOSFODNN7EXAMPLE&Expires=1175139620&Signature=NpgCjnDzrM%2BWFzoENXmpNDUsSn8%3D";
+const BEFORE_EXPIRY_MS = 1175139000 * 1000;
+
+function code(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof AuthError);
+    return err.code;
+  }
+  return "none";
+}
+
+function request(method: string, rawPath: string, rawQuery: string) {
+  return { method, rawPath, rawQuery, headers: new Headers({ host: "127.0.0.1:9000" }) };
+}
+
+Deno.test("verifyRequest() accepts AWS's published SigV2 presigned URL example", () => {
+  const result = verifyRequest(
+    request("GET", "/johnsmith/photos/puppy.jpg", QUERY),
+    lookup,
+    BEFORE_EXPIRY_MS,
+    "us-east-1",
+  );
+  assert.deepEqual(result, {
+    accessKeyId: "AKIAIOSFODNN7EXAMPLE",
+    payload: { kind: "unsigned" },
+    presigned: true,
+  });
+});
+
+Deno.test("verifyRequest() binds a SigV2 presigned URL to its method, path, expiry and key", () => {
+  const run = (method: string, path: string, query: string, nowMs = BEFORE_EXPIRY_MS) =>
+    code(() => verifyRequest(request(method, path, query), lookup, nowMs, "us-east-1"));
+  assert.equal(run("PUT", "/johnsmith/photos/puppy.jpg", QUERY), "SignatureDoesNotMatch");
+  assert.equal(run("GET", "/johnsmith/photos/kitten.jpg", QUERY), "SignatureDoesNotMatch");
+  assert.equal(
+    run("GET", "/johnsmith/photos/puppy.jpg", QUERY.replace("1175139620", "1175139621")),
+    "SignatureDoesNotMatch",
+  );
+  assert.equal(run("GET", "/johnsmith/photos/puppy.jpg", QUERY, 1175139621 * 1000), "AccessDenied");
+  assert.equal(
+    run("GET", "/johnsmith/photos/puppy.jpg", QUERY.replace("AKIAIOSFODNN7EXAMPLE", "NOPE")),
+    "InvalidAccessKeyId",
+  );
+  assert.equal(
+    run("GET", "/johnsmith/photos/puppy.jpg", `${QUERY}&tagging`),
+    "SignatureDoesNotMatch",
+  );
+  assert.equal(
+    run("GET", "/johnsmith/photos/puppy.jpg", QUERY.replace("Expires=1175139620&", "")),
+    "AccessDenied",
+  );
+});
