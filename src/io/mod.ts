@@ -145,5 +145,8 @@ export const KV_LIMITS = {
   valueSizeBytes: 65536,
   mutationsPerCommit: 1000,
   commitSizeBytes: 819200,
+  /** Total size of the keys of one atomic commit. */
+  totalKeySizeBytes: 81920,
+  checksPerCommit: 100,
   listBatch: 1000,
 } as const;
