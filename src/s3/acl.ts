@@ -9,9 +9,10 @@
  */
 import { OWNER, type S3Context, xmlResponse } from "./context.ts";
 import { S3Error } from "./errors.ts";
+import { readVerifiedText } from "./ingest.ts";
 import { requireBucket } from "./buckets.ts";
 import { requireObject } from "./objects.ts";
-import { escapeXml, readCappedText, S3_XMLNS } from "./xml.ts";
+import { escapeXml, S3_XMLNS } from "./xml.ts";
 
 /** The one ACL every resource has: FULL_CONTROL for its owner. */
 function privateAcl(): string {
@@ -50,7 +51,7 @@ export function refuseNonPrivateAcl(headers: Headers): void {
 
 /** A PUT ?acl body must be absent (canned header) or grant only the owner FULL_CONTROL. */
 async function checkAclBody(ctx: S3Context): Promise<void> {
-  const text = (await readCappedText(ctx.body().stream, 64 * 1024)).trim();
+  const text = (await readVerifiedText(ctx, 64 * 1024)).trim();
   if (text === "") return;
   const grants = [...text.matchAll(/<Permission>\s*([A-Z_]+)\s*<\/Permission>/g)].map((m) => m[1]);
   const grantees = [...text.matchAll(/<Grantee[\s\S]*?<\/Grantee>/g)].map((m) => m[0]);

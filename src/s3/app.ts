@@ -61,11 +61,17 @@ export async function handleS3(req: Request, deps: S3Deps): Promise<Response> {
   let res: Response;
   let bucket = "";
   try {
-    const url = new URL(req.url);
+    const url = parseUrl(req.url, rawPath, rawQuery);
     // HTTP/2 carries the host as :authority, which Deno puts in the URL only.
     const headers = req.headers.has("host") ? req.headers : withHost(req.headers, url.host);
     const target = resolveTarget(rawPath, headers.get("host"), deps.domain);
     bucket = target.bucket;
+    // No bucket name over 63 characters can exist; refuse it before it reaches a key limit.
+    if (target.bucket.length > 63) {
+      throw new S3Error("InvalidBucketName", "Bucket names are at most 63 characters long", {
+        extra: { BucketName: target.bucket.slice(0, 100) },
+      });
+    }
     if (req.method === "OPTIONS") {
       res = await cors.preflight(req, deps, target.bucket);
       res.headers.set("x-amz-request-id", requestId);
@@ -126,6 +132,19 @@ export async function handleS3(req: Request, deps: S3Deps): Promise<Response> {
     res.headers.set("connection", "close");
   }
   return res;
+}
+
+/**
+ * The request URL. A Host that is no valid URL authority (`bucket.127.0.0.1`,
+ * a port over 65535) makes `new URL` throw; path-style requests must still
+ * work then, so the path and query are kept under a placeholder authority.
+ */
+function parseUrl(url: string, rawPath: string, rawQuery: string): URL {
+  try {
+    return new URL(url);
+  } catch {
+    return new URL(`http://invalid-host${rawPath}${rawQuery ? `?${rawQuery}` : ""}`);
+  }
 }
 
 function withHost(headers: Headers, host: string): Headers {

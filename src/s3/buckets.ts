@@ -7,8 +7,9 @@
 import { type BucketRecord, keys } from "../meta/mod.ts";
 import { OWNER, type S3Context, xmlResponse } from "./context.ts";
 import { S3Error } from "./errors.ts";
+import { readVerifiedText } from "./ingest.ts";
 import { isoDate, validateBucketName } from "./http.ts";
-import { asArray, parseXmlBody, readCappedText, renderXml } from "./xml.ts";
+import { asArray, parseXmlBody, renderXml } from "./xml.ts";
 import { refuseNonPrivateAcl } from "./acl.ts";
 
 /** Reads a bucket's record. @throws {S3Error} `NoSuchBucket` */
@@ -51,7 +52,7 @@ export async function CreateBucket(ctx: S3Context): Promise<Response> {
   if (ctx.req.headers.get("x-amz-bucket-object-lock-enabled")?.toLowerCase() === "true") {
     throw new S3Error("NotImplemented", "Object lock is not implemented");
   }
-  const text = await readCappedText(ctx.body().stream, 64 * 1024);
+  const text = await readVerifiedText(ctx, 64 * 1024);
   if (text.trim() !== "") {
     const doc = parseXmlBody(text, "CreateBucketConfiguration");
     const constraint = doc.LocationConstraint;

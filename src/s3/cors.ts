@@ -8,8 +8,9 @@
 import { type BucketRecord, type CorsRule, keys } from "../meta/mod.ts";
 import { type S3Context, type S3Deps, xmlResponse } from "./context.ts";
 import { S3Error } from "./errors.ts";
+import { readVerifiedText } from "./ingest.ts";
 import { requireBucket } from "./buckets.ts";
-import { asArray, parseXmlBody, readCappedText, renderXml } from "./xml.ts";
+import { asArray, parseXmlBody, renderXml } from "./xml.ts";
 
 /** The most rules one CORS configuration may hold. */
 export const MAX_CORS_RULES = 100;
@@ -99,7 +100,7 @@ export function matchCorsRule(
 
 /** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutBucketCors.html */
 export async function PutBucketCors(ctx: S3Context): Promise<Response> {
-  const rules = parseCorsConfiguration(await readCappedText(ctx.body().stream, 256 * 1024));
+  const rules = parseCorsConfiguration(await readVerifiedText(ctx, 256 * 1024));
   await ctx.deps.log.propose({ type: "PutBucketCors", bucket: ctx.bucket, rules });
   return new Response(null, { status: 200 });
 }

@@ -50,6 +50,10 @@ export function validateBucketName(name: string): void {
  */
 export function validateKey(key: string): void {
   if (key.length === 0) throw new S3Error("InvalidArgument", "Object key must not be empty");
+  // XML 1.0 cannot carry U+0000, so such a key could never be listed.
+  if (key.includes("\u0000")) {
+    throw new S3Error("InvalidArgument", "Object key must not contain the NUL character");
+  }
   if (key.length > MAX_KEY_SIZE_BYTES / 3 && encoder.encode(key).length > MAX_KEY_SIZE_BYTES) {
     throw new S3Error(
       "KeyTooLongError",
@@ -249,7 +253,14 @@ export function writeObjectHeaders(
   if (query) {
     for (const [param, name] of Object.entries(RESPONSE_OVERRIDES)) {
       const v = query.get(param);
-      if (v !== null) out.set(name, v);
+      if (v === null) continue;
+      // A header value is Latin-1 without CR, LF or NUL; anything else cannot be sent.
+      if (!/^[\t\x20-\x7e\x80-\xff]*$/.test(v)) {
+        throw new S3Error("InvalidArgument", `The value of ${param} cannot be sent as a header`, {
+          extra: { ArgumentName: param },
+        });
+      }
+      out.set(name, v);
     }
   }
 }

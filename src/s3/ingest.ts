@@ -17,7 +17,7 @@ import {
 import { newDataId, type S3Context } from "./context.ts";
 import { S3Error } from "./errors.ts";
 import { MAX_PUT_SIZE_BYTES } from "./http.ts";
-import { readOrIncomplete } from "./xml.ts";
+import { decodeXmlText, MAX_XML_BODY_BYTES, readCappedBytes, readOrIncomplete } from "./xml.ts";
 import { inlineHashPool } from "./hashing.ts";
 
 /** What a stored body produced. */
@@ -229,4 +229,40 @@ export async function storeStream(
     await writer.abort();
     throw err;
   }
+}
+
+/**
+ * Reads a small request body (an XML document) of at most `maxBytes`,
+ * checking it against Content-MD5 and any `x-amz-checksum-*` header or
+ * trailer, and returns it as text.
+ *
+ * @throws {S3Error} `MaxMessageLengthExceeded`, `BadDigest`, `InvalidDigest`, `MalformedXML` (not UTF-8)
+ */
+export async function readVerifiedText(
+  ctx: S3Context,
+  maxBytes = MAX_XML_BODY_BYTES,
+): Promise<string> {
+  const headers = ctx.req.headers;
+  const md5Expected = contentMd5Hex(headers);
+  const wanted = checksumRequest(headers);
+  const body = ctx.body();
+  const bytes = await readCappedBytes(body.stream, maxBytes);
+  const hasher = await inlineHashPool.open(wanted?.algorithm);
+  await hasher.update(bytes);
+  const digest = await hasher.digest();
+  if (md5Expected !== undefined && md5Expected !== digest.md5Hex) {
+    throw new S3Error("BadDigest", "The Content-MD5 you specified did not match what was received");
+  }
+  if (wanted) {
+    const expected = wanted.fromTrailer
+      ? (await body.trailers).get(checksumHeader(wanted.algorithm)) ?? undefined
+      : wanted.expected;
+    if (expected !== undefined && expected !== digest.checksum) {
+      throw new S3Error(
+        "BadDigest",
+        `The ${wanted.algorithm} you specified did not match the calculated checksum`,
+      );
+    }
+  }
+  return decodeXmlText(bytes);
 }

@@ -110,6 +110,22 @@ export function compareUtf8(a: string, b: string): number {
   return ea.length - eb.length;
 }
 
+/**
+ * A listing parameter (prefix, delimiter, marker, start-after): at most 1024
+ * bytes of UTF-8, the longest a key can be.
+ *
+ * @throws {S3Error} `InvalidArgument` when longer
+ */
+export function listParam(q: URLSearchParams, name: string): string {
+  const v = q.get(name) ?? "";
+  if (v.length > 341 && new TextEncoder().encode(v).length > 1024) {
+    throw new S3Error("InvalidArgument", `The ${name} parameter is longer than 1024 bytes`, {
+      extra: { ArgumentName: name },
+    });
+  }
+  return v;
+}
+
 function parseMaxKeys(v: string | null): number {
   if (v === null) return MAX_KEYS;
   const n = Number(v);
@@ -159,9 +175,9 @@ export async function ListObjects(ctx: S3Context): Promise<Response> {
   await requireBucket(ctx);
   const q = ctx.query;
   const enc = encodingOf(ctx);
-  const prefix = q.get("prefix") ?? "";
-  const delimiter = q.get("delimiter") ?? "";
-  const marker = q.get("marker") ?? "";
+  const prefix = listParam(q, "prefix");
+  const delimiter = listParam(q, "delimiter");
+  const marker = listParam(q, "marker");
   const maxKeys = parseMaxKeys(q.get("max-keys"));
   const page = await listPage(ctx.deps.kv, ctx.bucket, {
     prefix,
@@ -188,9 +204,9 @@ export async function ListObjectsV2(ctx: S3Context): Promise<Response> {
   await requireBucket(ctx);
   const q = ctx.query;
   const enc = encodingOf(ctx);
-  const prefix = q.get("prefix") ?? "";
-  const delimiter = q.get("delimiter") ?? "";
-  const startAfter = q.get("start-after") ?? "";
+  const prefix = listParam(q, "prefix");
+  const delimiter = listParam(q, "delimiter");
+  const startAfter = listParam(q, "start-after");
   const token = q.get("continuation-token");
   let after = startAfter;
   if (token !== null) {

@@ -13,13 +13,28 @@ import { type ChecksumValue, keys, type PartRecord, type UploadRecord } from "..
 import { checksumHeader, compositeChecksum, parseChecksumAlgorithm } from "./checksums.ts";
 import { newId, OWNER, type S3Context, xmlResponse } from "./context.ts";
 import { S3Error } from "./errors.ts";
+import { readVerifiedText } from "./ingest.ts";
 import { isoDate, readObjectHeaders, unquoteEtag, validateKey } from "./http.ts";
 import { ingest } from "./ingest.ts";
-import { compareUtf8 } from "./list.ts";
+import { compareUtf8, listParam } from "./list.ts";
 import { copyBytes, copySource, refuseUnsupportedWriteHeaders, removeGarbage } from "./objects.ts";
 import { taggingHeader } from "./tagging.ts";
 import { requireBucket } from "./buckets.ts";
-import { asArray, parseXmlBody, readCappedText, renderXml } from "./xml.ts";
+import { asArray, parseXmlBody, renderXml } from "./xml.ts";
+
+/** Upload ids Hamster issues: 48 lower-case hex digits. */
+const UPLOAD_ID = /^[0-9a-f]{48}$/;
+
+/** The request's `uploadId`; one Hamster could not have issued is `NoSuchUpload`. */
+function uploadIdParam(ctx: S3Context): string {
+  const id = ctx.query.get("uploadId") ?? "";
+  if (!UPLOAD_ID.test(id)) {
+    throw new S3Error("NoSuchUpload", "The specified multipart upload does not exist", {
+      extra: { UploadId: id.slice(0, 100) },
+    });
+  }
+  return id;
+}
 
 /** The highest part number. */
 export const MAX_PART_NUMBER = 10000;
@@ -103,7 +118,7 @@ async function commitPart(ctx: S3Context, uploadId: string, part: PartRecord): P
 export async function UploadPart(ctx: S3Context): Promise<Response> {
   validateKey(ctx.key);
   const partNumber = parsePartNumber(ctx.query.get("partNumber"));
-  const uploadId = ctx.query.get("uploadId") ?? "";
+  const uploadId = uploadIdParam(ctx);
   const upload = await requireUpload(ctx, uploadId);
   const ingested = await ingest(ctx, ctx.body(), { uploadAlgorithm: upload.checksumAlgorithm });
   const part: PartRecord = {
@@ -123,7 +138,7 @@ export async function UploadPart(ctx: S3Context): Promise<Response> {
 export async function UploadPartCopy(ctx: S3Context): Promise<Response> {
   validateKey(ctx.key);
   const partNumber = parsePartNumber(ctx.query.get("partNumber"));
-  const uploadId = ctx.query.get("uploadId") ?? "";
+  const uploadId = uploadIdParam(ctx);
   const upload = await requireUpload(ctx, uploadId);
   const src = await copySource(ctx);
   let start = 0;
@@ -162,9 +177,9 @@ export async function UploadPartCopy(ctx: S3Context): Promise<Response> {
 /** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_CompleteMultipartUpload.html */
 export async function CompleteMultipartUpload(ctx: S3Context): Promise<Response> {
   validateKey(ctx.key);
-  const uploadId = ctx.query.get("uploadId") ?? "";
+  const uploadId = uploadIdParam(ctx);
   const upload = await requireUpload(ctx, uploadId);
-  const doc = parseXmlBody(await readCappedText(ctx.body().stream), "CompleteMultipartUpload");
+  const doc = parseXmlBody(await readVerifiedText(ctx), "CompleteMultipartUpload");
   const requested = asArray(
     doc.Part as Record<string, unknown> | Record<string, unknown>[] | undefined,
   );
@@ -267,7 +282,7 @@ export async function CompleteMultipartUpload(ctx: S3Context): Promise<Response>
 /** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_AbortMultipartUpload.html */
 export async function AbortMultipartUpload(ctx: S3Context): Promise<Response> {
   validateKey(ctx.key);
-  const uploadId = ctx.query.get("uploadId") ?? "";
+  const uploadId = uploadIdParam(ctx);
   const result = await ctx.deps.log.propose({
     type: "AbortMultipartUpload",
     bucket: ctx.bucket,
@@ -295,7 +310,7 @@ function parseMax(v: string | null, name: string, max: number): number {
 /** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListParts.html */
 export async function ListParts(ctx: S3Context): Promise<Response> {
   validateKey(ctx.key);
-  const uploadId = ctx.query.get("uploadId") ?? "";
+  const uploadId = uploadIdParam(ctx);
   const upload = await requireUpload(ctx, uploadId);
   const maxParts = parseMax(ctx.query.get("max-parts"), "max-parts", 1000);
   const marker = parseMax(
@@ -344,9 +359,9 @@ export async function ListParts(ctx: S3Context): Promise<Response> {
 export async function ListMultipartUploads(ctx: S3Context): Promise<Response> {
   await requireBucket(ctx);
   const q = ctx.query;
-  const prefix = q.get("prefix") ?? "";
-  const delimiter = q.get("delimiter") ?? "";
-  const keyMarker = q.get("key-marker") ?? "";
+  const prefix = listParam(q, "prefix");
+  const delimiter = listParam(q, "delimiter");
+  const keyMarker = listParam(q, "key-marker");
   const uploadIdMarker = q.get("upload-id-marker") ?? "";
   const maxUploads = parseMax(q.get("max-uploads"), "max-uploads", 1000);
   const uploads: { key: string; upload: UploadRecord }[] = [];

@@ -19,6 +19,7 @@ import {
 import { checksumHeader, parseChecksumAlgorithm } from "./checksums.ts";
 import { type S3Context, xmlResponse } from "./context.ts";
 import { S3Error } from "./errors.ts";
+import { readVerifiedText } from "./ingest.ts";
 import {
   checkPreconditions,
   isoDate,
@@ -30,7 +31,7 @@ import {
   writeObjectHeaders,
 } from "./http.ts";
 import { ingest, type Ingested, storeStream } from "./ingest.ts";
-import { asArray, parseXmlBody, readCappedText, renderXml } from "./xml.ts";
+import { asArray, parseXmlBody, renderXml } from "./xml.ts";
 import { requireBucket } from "./buckets.ts";
 import { refuseNonPrivateAcl } from "./acl.ts";
 import { taggingHeader } from "./tagging.ts";
@@ -276,7 +277,7 @@ export const MAX_DELETE_KEYS = 1000;
 /** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObjects.html */
 export async function DeleteObjects(ctx: S3Context): Promise<Response> {
   await requireBucket(ctx);
-  const doc = parseXmlBody(await readCappedText(ctx.body().stream), "Delete");
+  const doc = parseXmlBody(await readVerifiedText(ctx), "Delete");
   const objects = asArray(
     doc.Object as Record<string, unknown> | Record<string, unknown>[] | undefined,
   );
@@ -340,7 +341,13 @@ export function parseCopySource(value: string): { bucket: string; key: string } 
       extra: { ArgumentName: "x-amz-copy-source", ArgumentValue: value },
     });
   }
-  return { bucket: decoded.slice(0, slash), key: decoded.slice(slash + 1) };
+  const bucket = decoded.slice(0, slash);
+  const key = decoded.slice(slash + 1);
+  if (bucket.length > 63) {
+    throw new S3Error("NoSuchBucket", "The copy source bucket does not exist");
+  }
+  validateKey(key);
+  return { bucket, key };
 }
 
 /**
@@ -397,7 +404,12 @@ export async function CopyObject(ctx: S3Context): Promise<Response> {
       extra: { ArgumentName: "x-amz-tagging-directive", ArgumentValue: taggingDirective },
     });
   }
-  const requestTags = taggingHeader(headers);
+  // Every check on the request runs before any byte is copied.
+  const requestTags = taggingDirective === "REPLACE" ? taggingHeader(headers) : undefined;
+  const fromRequest = directive === "REPLACE" ? readObjectHeaders(headers) : undefined;
+  const condition = writeCondition(headers);
+  const asked = headers.get("x-amz-checksum-algorithm");
+  const askedAlgorithm = asked !== null ? parseChecksumAlgorithm(asked) : undefined;
   const src = await copySource(ctx);
   await requireBucket(ctx);
   if (src.bucket === ctx.bucket && src.key === ctx.key && directive !== "REPLACE") {
@@ -412,21 +424,17 @@ export async function CopyObject(ctx: S3Context): Promise<Response> {
       "The specified copy source is larger than the maximum allowable size for a copy source: 5368709120",
     );
   }
-  const asked = headers.get("x-amz-checksum-algorithm");
-  const algorithm = asked !== null ? parseChecksumAlgorithm(asked) : src.record.checksum?.algorithm;
+  const algorithm = askedAlgorithm ?? src.record.checksum?.algorithm;
   const ingested = await copyBytes(ctx, src.record, 0, src.record.sizeBytes, algorithm);
-  const fromRequest = readObjectHeaders(headers);
-  const base = directive === "REPLACE"
-    ? { ...fromRequest.stored, userMeta: fromRequest.userMeta }
-    : {
-      contentType: src.record.contentType,
-      cacheControl: src.record.cacheControl,
-      contentDisposition: src.record.contentDisposition,
-      contentEncoding: src.record.contentEncoding,
-      contentLanguage: src.record.contentLanguage,
-      expires: src.record.expires,
-      userMeta: src.record.userMeta,
-    };
+  const base = fromRequest ? { ...fromRequest.stored, userMeta: fromRequest.userMeta } : {
+    contentType: src.record.contentType,
+    cacheControl: src.record.cacheControl,
+    contentDisposition: src.record.contentDisposition,
+    contentEncoding: src.record.contentEncoding,
+    contentLanguage: src.record.contentLanguage,
+    expires: src.record.expires,
+    userMeta: src.record.userMeta,
+  };
   const tags = taggingDirective === "REPLACE" ? requestTags : src.record.tags;
   const record: ObjectRecord = JSON.parse(JSON.stringify({
     ...base,
@@ -437,7 +445,7 @@ export async function CopyObject(ctx: S3Context): Promise<Response> {
     data: ingested.data,
     ...(ingested.checksum ? { checksum: ingested.checksum } : {}),
   }));
-  await commitObject(ctx, ingested, record, writeCondition(headers));
+  await commitObject(ctx, ingested, record, condition);
   return xmlResponse(
     renderXml("CopyObjectResult", {
       ETag: `"${record.etag}"`,

@@ -12,9 +12,10 @@
 import type { TagSet } from "../meta/mod.ts";
 import { type S3Context, xmlResponse } from "./context.ts";
 import { S3Error } from "./errors.ts";
+import { readVerifiedText } from "./ingest.ts";
 import { validateKey } from "./http.ts";
 import { requireObject } from "./objects.ts";
-import { asArray, parseXmlBody, readCappedText, renderXml } from "./xml.ts";
+import { asArray, parseXmlBody, renderXml } from "./xml.ts";
 
 /** The most tags one object may carry. */
 export const MAX_TAGS = 10;
@@ -76,7 +77,7 @@ function tagSetXml(tags: TagSet) {
 /** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObjectTagging.html */
 export async function PutObjectTagging(ctx: S3Context): Promise<Response> {
   validateKey(ctx.key);
-  const doc = parseXmlBody(await readCappedText(ctx.body().stream, 64 * 1024), "Tagging");
+  const doc = parseXmlBody(await readVerifiedText(ctx, 64 * 1024), "Tagging");
   const set = (doc.TagSet ?? {}) as Record<string, unknown>;
   const tags: TagSet = asArray(
     set.Tag as Record<string, unknown> | Record<string, unknown>[] | undefined,

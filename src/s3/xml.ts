@@ -96,6 +96,13 @@ export function parseXmlBody(text: string, root: string): Record<string, unknown
       "XML documents with a DOCTYPE or entity declarations are not accepted",
     );
   }
+  // Only XML's five predefined entities and character references are well-formed without a DTD.
+  for (const m of text.matchAll(/&([^;&\s]*);?/g)) {
+    const name = m[1];
+    if (!m[0].endsWith(";") || !/^(amp|lt|gt|quot|apos|#\d+|#x[0-9a-fA-F]+)$/.test(name)) {
+      throw new S3Error("MalformedXML", `The XML holds an undeclared entity reference "&${name}"`);
+    }
+  }
   if (XMLValidator.validate(text) !== true) throw new S3Error("MalformedXML");
   let doc: Record<string, unknown>;
   try {
@@ -110,12 +117,12 @@ export function parseXmlBody(text: string, root: string): Record<string, unknown
   return (typeof value === "object" && value !== null ? value : {}) as Record<string, unknown>;
 }
 
-/** Reads a request body into text, refusing more than `maxBytes` with `MaxMessageLengthExceeded`. */
-export async function readCappedText(
+/** Reads a request body into bytes, refusing more than `maxBytes` with `MaxMessageLengthExceeded`. */
+export async function readCappedBytes(
   body: ReadableStream<Uint8Array> | null,
   maxBytes = MAX_XML_BODY_BYTES,
-): Promise<string> {
-  if (body === null) return "";
+): Promise<Uint8Array> {
+  if (body === null) return new Uint8Array(0);
   const chunks: Uint8Array[] = [];
   let total = 0;
   const reader = body.getReader();
@@ -135,11 +142,24 @@ export async function readCappedText(
     all.set(c, off);
     off += c.length;
   }
+  return all;
+}
+
+/** Decodes a request body as UTF-8. @throws {S3Error} `MalformedXML` when it is not valid UTF-8 */
+export function decodeXmlText(bytes: Uint8Array): string {
   try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(all);
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch {
     throw new S3Error("MalformedXML", "The XML body is not valid UTF-8");
   }
+}
+
+/** Reads a request body into text, refusing more than `maxBytes` with `MaxMessageLengthExceeded`. */
+export async function readCappedText(
+  body: ReadableStream<Uint8Array> | null,
+  maxBytes = MAX_XML_BODY_BYTES,
+): Promise<string> {
+  return decodeXmlText(await readCappedBytes(body, maxBytes));
 }
 
 /**
