@@ -1,7 +1,8 @@
 /**
  * Hamster's deterministic simulation: a seeded world (virtual time, one
  * PRNG) with simulated ports (network, disk, Deno KV), the Raft cluster
- * schedules and their checkers. Everything replays from one integer seed;
+ * schedules and their checkers, and the storage engine's crash schedules
+ * checked against a reference model. Everything replays from one integer seed;
  * see docs/SIMULATION.md.
  *
  * Pure: no wall clock and no real I/O below `main.ts` (the CLI); time,
@@ -40,4 +41,5 @@ export { checkRegisters, type ReadOp, type WriteOp } from "./linearizability.ts"
 export { describeMessage, type NodeEnv, SimRaftNode } from "./raft_node.ts";
 export { type ClusterOptions, type ClusterReport, runCluster } from "./cluster.ts";
 export { measureThroughput, type ThroughputOptions, type ThroughputReport } from "./throughput.ts";
-export { BUG_SEEDS, CORPUS } from "./corpus.ts";
+export { type EngineOptions, type EngineReport, runEngine } from "./engine.ts";
+export { BUG_SEEDS, CORPUS, ENGINE_BUG_SEEDS, ENGINE_CORPUS } from "./corpus.ts";

@@ -66,10 +66,18 @@ export class LocalDataPath implements DataPath {
     this.#disk = disk;
   }
 
-  /** Creates the folders this data path uses. */
+  /**
+   * Creates the folders this data path uses, all 256 shard directories
+   * included, and makes their entries durable. Writes then never create a
+   * directory, so a file's own fsync plus its directory's is all a write needs.
+   */
   async init(): Promise<void> {
     await this.#disk.mkdirp("tmp");
-    await this.#disk.mkdirp("shards");
+    for (let i = 0; i < 256; i++) {
+      await this.#disk.mkdirp(`shards/${i.toString(16).padStart(2, "0")}`);
+    }
+    await this.#disk.syncDir("shards");
+    await this.#disk.syncDir("");
   }
 
   static shardPath(dataId: string, shardIndex = 0): string {
@@ -102,13 +110,7 @@ export class LocalDataPath implements DataPath {
   async publish(tmpPath: string, dataId: string): Promise<void> {
     const dir = `shards/${dataId.slice(0, 2)}`;
     const target = LocalDataPath.shardPath(dataId);
-    try {
-      await this.#disk.rename(tmpPath, target);
-    } catch (err) {
-      if (!(err instanceof Error && err.name === "NotFoundError")) throw err;
-      await this.#disk.mkdirp(dir);
-      await this.#disk.rename(tmpPath, target);
-    }
+    await this.#disk.rename(tmpPath, target);
     let sync = this.#dirSyncs.get(dir);
     if (!sync) {
       sync = new DirSync(() => this.#disk.syncDir(dir));

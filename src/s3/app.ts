@@ -7,7 +7,8 @@
  */
 import { Hono } from "hono";
 import { decodeBody, splitRequestUrl, verifyRequest } from "../auth/mod.ts";
-import type { Handler, S3Context, S3Deps } from "./context.ts";
+import type { Handler, ResolvedDeps, S3Context, S3Deps } from "./context.ts";
+import { Reclaimer } from "../data/reclaim.ts";
 import { newId } from "./context.ts";
 import { S3Error, toS3Error } from "./errors.ts";
 import { type Operation, resolveOperation, resolveTarget } from "./router.ts";
@@ -55,7 +56,7 @@ export const OPERATIONS: Record<Operation, Handler> = {
 };
 
 /** Handles one S3 request end to end; never throws. */
-export async function handleS3(req: Request, deps: S3Deps): Promise<Response> {
+export async function handleS3(req: Request, deps: ResolvedDeps): Promise<Response> {
   const requestId = newId(deps.rng, 8).toUpperCase();
   const { rawPath, rawQuery } = splitRequestUrl(req.url);
   let res: Response;
@@ -162,7 +163,14 @@ function decodeURIComponentSafe(s: string): string {
 }
 
 /** Builds the Hono app serving the S3 API over `deps`. */
-export function createS3App(deps: S3Deps): Hono {
+export function createS3App(given: S3Deps): Hono {
+  const deps: ResolvedDeps = {
+    ...given,
+    reclaimer: given.reclaimer ??
+      new Reclaimer((ref) => {
+        given.data.remove(ref).catch((err) => given.logError("reclaim", err));
+      }),
+  };
   const app = new Hono();
   app.all("*", (c) => handleS3(c.req.raw, deps));
   app.onError((err) => {

@@ -9,6 +9,7 @@ import type { DataPath } from "../data/local.ts";
 import type { Clock, MetaKv, Rng } from "../io/mod.ts";
 import type { MetaLog } from "../meta/mod.ts";
 import type { HashPool } from "./hashing.ts";
+import type { Reclaimer } from "../data/reclaim.ts";
 
 /** The services an S3 endpoint runs on. */
 export interface S3Deps {
@@ -26,15 +27,20 @@ export interface S3Deps {
   region: string;
   /** With virtual-hosted addressing: the base domain (`s3.example.com`). */
   domain?: string;
+  /** Defers data removal until reads that may use it finish; `createS3App` makes one when absent. */
+  reclaimer?: Reclaimer;
   /** Where body hashing runs; inline when absent. */
   hashPool?: HashPool;
   /** Logs an internal error. */
   logError(requestId: string, err: unknown): void;
 }
 
+/** S3Deps with every optional service filled in. */
+export type ResolvedDeps = S3Deps & { reclaimer: Reclaimer };
+
 /** One S3 request, resolved to its operation and authenticated. */
 export interface S3Context {
-  deps: S3Deps;
+  deps: ResolvedDeps;
   req: Request;
   url: URL;
   query: URLSearchParams;

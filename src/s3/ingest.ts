@@ -112,6 +112,8 @@ export function announcedSizeBytes(headers: Headers): number | undefined {
 /** What a stored body must match: its announced size, Content-MD5 and checksum. */
 export interface Expectations {
   maxSizeBytes: number;
+  /** Whether the bytes come from the client (a read failure is then `IncompleteBody`) or from storage. */
+  fromClient?: boolean;
   announcedSizeBytes?: number;
   md5Hex?: string;
   checksum?: ChecksumRequest;
@@ -175,7 +177,9 @@ export async function storeStream(
     let sizeBytes = 0;
     const reader = source.stream.getReader();
     while (true) {
-      const { done, value } = await readOrIncomplete(reader);
+      const { done, value } = expect.fromClient === false
+        ? await reader.read()
+        : await readOrIncomplete(reader);
       if (done) break;
       sizeBytes += value.length;
       if (sizeBytes > maxSizeBytes) {

@@ -17,7 +17,13 @@ import { readVerifiedText } from "./ingest.ts";
 import { isoDate, readObjectHeaders, unquoteEtag, validateKey } from "./http.ts";
 import { ingest } from "./ingest.ts";
 import { compareUtf8, listParam } from "./list.ts";
-import { copyBytes, copySource, refuseUnsupportedWriteHeaders, removeGarbage } from "./objects.ts";
+import {
+  asReader,
+  copyBytes,
+  copySource,
+  refuseUnsupportedWriteHeaders,
+  removeGarbage,
+} from "./objects.ts";
 import { taggingHeader } from "./tagging.ts";
 import { requireBucket } from "./buckets.ts";
 import { asArray, parseXmlBody, renderXml } from "./xml.ts";
@@ -140,25 +146,27 @@ export async function UploadPartCopy(ctx: S3Context): Promise<Response> {
   const partNumber = parsePartNumber(ctx.query.get("partNumber"));
   const uploadId = uploadIdParam(ctx);
   const upload = await requireUpload(ctx, uploadId);
-  const src = await copySource(ctx);
-  let start = 0;
-  let end = src.record.sizeBytes;
-  const rangeHeader = ctx.req.headers.get("x-amz-copy-source-range");
-  if (rangeHeader !== null) {
-    const m = /^bytes=(\d+)-(\d+)$/.exec(rangeHeader.trim());
-    if (!m || Number(m[2]) < Number(m[1]) || Number(m[2]) >= src.record.sizeBytes) {
-      throw new S3Error(
-        "InvalidArgument",
-        "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy",
-        {
-          extra: { ArgumentName: "x-amz-copy-source-range", ArgumentValue: rangeHeader },
-        },
-      );
+  const ingested = await asReader(ctx, async () => {
+    const src = await copySource(ctx);
+    let start = 0;
+    let end = src.record.sizeBytes;
+    const rangeHeader = ctx.req.headers.get("x-amz-copy-source-range");
+    if (rangeHeader !== null) {
+      const m = /^bytes=(\d+)-(\d+)$/.exec(rangeHeader.trim());
+      if (!m || Number(m[2]) < Number(m[1]) || Number(m[2]) >= src.record.sizeBytes) {
+        throw new S3Error(
+          "InvalidArgument",
+          "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy",
+          {
+            extra: { ArgumentName: "x-amz-copy-source-range", ArgumentValue: rangeHeader },
+          },
+        );
+      }
+      start = Number(m[1]);
+      end = Number(m[2]) + 1;
     }
-    start = Number(m[1]);
-    end = Number(m[2]) + 1;
-  }
-  const ingested = await copyBytes(ctx, src.record, start, end, upload.checksumAlgorithm);
+    return await copyBytes(ctx, src.layout, start, end, upload.checksumAlgorithm);
+  });
   const part: PartRecord = {
     partNumber,
     etag: ingested.md5Hex,

@@ -12,6 +12,7 @@ import {
   type ChecksumAlgorithm,
   type DataRef,
   keys,
+  type ManifestPart,
   type ObjectRecord,
   readManifest,
   type WriteCondition,
@@ -50,11 +51,73 @@ export async function requireObject(
   return e.value;
 }
 
-/** Removes data no record references any more; failures leave orphans for the startup sweep. */
+/**
+ * Hands data no record references any more to the reclaimer, which removes
+ * it once the reads that may still use it are done. A crash before that
+ * leaves orphans for the startup sweep.
+ */
 export function removeGarbage(ctx: S3Context, garbage: DataRef[]): void {
-  for (const ref of garbage) {
-    ctx.deps.data.remove(ref).catch((err) => ctx.deps.logError(ctx.requestId, err));
+  ctx.deps.reclaimer.retire(garbage);
+}
+
+/** An object's record with, for a multipart object, its whole manifest. */
+export interface ObjectLayout {
+  record: ObjectRecord;
+  parts?: ManifestPart[];
+}
+
+/**
+ * Reads an object's record and manifest as one consistent pair: a concurrent
+ * overwrite or delete may remove the manifest between the two reads, so a
+ * manifest that does not add up to its record is read again with a fresh record.
+ *
+ * @throws {S3Error} `NoSuchBucket`, `NoSuchKey`; `SlowDown` if it keeps changing
+ */
+export async function requireObjectLayout(
+  ctx: S3Context,
+  bucket: string,
+  key: string,
+): Promise<ObjectLayout> {
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const record = await requireObject(ctx, bucket, key);
+    if (!record.multipart) return { record };
+    const parts = await readManifest(ctx.deps.kv, record.multipart);
+    const sizeBytes = parts.reduce((n, p) => n + p.data.sizeBytes, 0);
+    if (parts.length === record.multipart.partCount && sizeBytes === record.sizeBytes) {
+      return { record, parts };
+    }
   }
+  throw new S3Error("SlowDown", `Key "${key}" is changing too fast to be read; retry`, {
+    headers: { "retry-after": "1" },
+  });
+}
+
+/** Wraps `stream` so that `release` runs once it ends, fails or is cancelled. */
+function releasing(
+  stream: ReadableStream<Uint8Array>,
+  release: () => void,
+): ReadableStream<Uint8Array> {
+  const reader = stream.getReader();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const { done, value } = await reader.read();
+        if (done) {
+          release();
+          controller.close();
+        } else {
+          controller.enqueue(value);
+        }
+      } catch (err) {
+        release();
+        controller.error(err);
+      }
+    },
+    cancel(reason) {
+      release();
+      return reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
 }
 
 /** Reads the conditional-write headers of a PUT or DELETE. */
@@ -163,15 +226,15 @@ export async function PutObject(ctx: S3Context): Promise<Response> {
  * The bytes `[start, end)` of an object, streamed part by part for a
  * multipart object, reading only the parts the range covers.
  */
-export async function objectStream(
+export function objectStream(
   ctx: S3Context,
-  record: ObjectRecord,
+  layout: ObjectLayout,
   start: number,
   end: number,
-): Promise<ReadableStream<Uint8Array>> {
+): ReadableStream<Uint8Array> {
+  const record = layout.record;
   if (record.data) return ctx.deps.data.read(record.data, start, end);
-  if (!record.multipart) return new ReadableStream({ start: (c) => c.close() });
-  const parts = await readManifest(ctx.deps.kv, record.multipart);
+  const parts = layout.parts ?? [];
   const pieces: { ref: DataRef; start: number; end: number }[] = [];
   let offset = 0;
   for (const p of parts) {
@@ -219,7 +282,27 @@ async function getOrHead(ctx: S3Context, withBody: boolean): Promise<Response> {
   if (ctx.query.has("partNumber")) {
     throw new S3Error("NotImplemented", "GetObject with partNumber is not implemented");
   }
-  const record = await requireObject(ctx, ctx.bucket, ctx.key);
+  // Registered as a reader before the record is read, so its data outlives any overwrite.
+  const release = ctx.deps.reclaimer.enter();
+  try {
+    const layout = await requireObjectLayout(ctx, ctx.bucket, ctx.key);
+    const response = respondWithObject(ctx, layout, withBody);
+    if (response.body === null) {
+      release();
+      return response;
+    }
+    return new Response(releasing(response.body, release), {
+      status: response.status,
+      headers: response.headers,
+    });
+  } catch (err) {
+    release();
+    throw err;
+  }
+}
+
+function respondWithObject(ctx: S3Context, layout: ObjectLayout, withBody: boolean): Response {
+  const record = layout.record;
   const headers = new Headers();
   try {
     checkPreconditions(ctx.req.headers, record);
@@ -242,7 +325,7 @@ async function getOrHead(ctx: S3Context, withBody: boolean): Promise<Response> {
   if (range) headers.set("content-range", `bytes ${start}-${end - 1}/${record.sizeBytes}`);
   const status = range ? 206 : 200;
   if (!withBody) return new Response(null, { status, headers });
-  return new Response(await objectStream(ctx, record, start, end), { status, headers });
+  return new Response(objectStream(ctx, layout, start, end), { status, headers });
 }
 
 /** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html */
@@ -358,17 +441,17 @@ export function parseCopySource(value: string): { bucket: string; key: string } 
  */
 export async function copySource(
   ctx: S3Context,
-): Promise<{ bucket: string; key: string; record: ObjectRecord }> {
+): Promise<{ bucket: string; key: string; record: ObjectRecord; layout: ObjectLayout }> {
   const src = parseCopySource(ctx.req.headers.get("x-amz-copy-source") ?? "");
-  const record = await requireObject(ctx, src.bucket, src.key);
-  checkPreconditions(ctx.req.headers, record, "x-amz-copy-source-");
-  return { ...src, record };
+  const layout = await requireObjectLayout(ctx, src.bucket, src.key);
+  checkPreconditions(ctx.req.headers, layout.record, "x-amz-copy-source-");
+  return { ...src, record: layout.record, layout };
 }
 
 /** Copies bytes `[start, end)` of a source object into new data, recomputing MD5 and checksum. */
 export async function copyBytes(
   ctx: S3Context,
-  record: ObjectRecord,
+  layout: ObjectLayout,
   start: number,
   end: number,
   algorithm?: ChecksumAlgorithm,
@@ -376,15 +459,29 @@ export async function copyBytes(
   return await storeStream(
     ctx,
     {
-      stream: await objectStream(ctx, record, start, end),
+      stream: objectStream(ctx, layout, start, end),
       trailers: Promise.resolve(new Headers()),
     },
     {
       maxSizeBytes: MAX_PUT_SIZE_BYTES,
       announcedSizeBytes: end - start,
+      fromClient: false,
       ...(algorithm ? { checksum: { algorithm, fromTrailer: false } } : {}),
     },
   );
+}
+
+/**
+ * Runs `fn` as a registered reader, so the data of the copy source it reads
+ * is not removed by a concurrent overwrite or delete until it is done.
+ */
+export async function asReader<T>(ctx: S3Context, fn: () => Promise<T>): Promise<T> {
+  const release = ctx.deps.reclaimer.enter();
+  try {
+    return await fn();
+  } finally {
+    release();
+  }
 }
 
 /** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_CopyObject.html */
@@ -410,22 +507,25 @@ export async function CopyObject(ctx: S3Context): Promise<Response> {
   const condition = writeCondition(headers);
   const asked = headers.get("x-amz-checksum-algorithm");
   const askedAlgorithm = asked !== null ? parseChecksumAlgorithm(asked) : undefined;
-  const src = await copySource(ctx);
-  await requireBucket(ctx);
-  if (src.bucket === ctx.bucket && src.key === ctx.key && directive !== "REPLACE") {
-    throw new S3Error(
-      "InvalidRequest",
-      "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata",
-    );
-  }
-  if (src.record.sizeBytes > MAX_PUT_SIZE_BYTES) {
-    throw new S3Error(
-      "InvalidRequest",
-      "The specified copy source is larger than the maximum allowable size for a copy source: 5368709120",
-    );
-  }
-  const algorithm = askedAlgorithm ?? src.record.checksum?.algorithm;
-  const ingested = await copyBytes(ctx, src.record, 0, src.record.sizeBytes, algorithm);
+  const { src, ingested } = await asReader(ctx, async () => {
+    const src = await copySource(ctx);
+    await requireBucket(ctx);
+    if (src.bucket === ctx.bucket && src.key === ctx.key && directive !== "REPLACE") {
+      throw new S3Error(
+        "InvalidRequest",
+        "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata",
+      );
+    }
+    if (src.record.sizeBytes > MAX_PUT_SIZE_BYTES) {
+      throw new S3Error(
+        "InvalidRequest",
+        "The specified copy source is larger than the maximum allowable size for a copy source: 5368709120",
+      );
+    }
+    const algorithm = askedAlgorithm ?? src.record.checksum?.algorithm;
+    const ingested = await copyBytes(ctx, src.layout, 0, src.record.sizeBytes, algorithm);
+    return { src, ingested };
+  });
   const base = fromRequest ? { ...fromRequest.stored, userMeta: fromRequest.userMeta } : {
     contentType: src.record.contentType,
     cacheControl: src.record.cacheControl,
