@@ -184,9 +184,24 @@ export class LocalDataPath implements DataPath {
   }
 }
 
+/**
+ * Write buffers shared by all writers: a 4 KiB PUT must not cost a fresh,
+ * zeroed 1 MiB allocation. At most {@link POOL_MAX_BUFFERS} idle buffers are kept.
+ */
+const POOL_MAX_BUFFERS = 32;
+const bufferPool = {
+  free: [] as Uint8Array<ArrayBuffer>[],
+  take(): Uint8Array<ArrayBuffer> {
+    return this.free.pop() ?? new Uint8Array(WRITE_BUFFER_BYTES);
+  },
+  give(buf: Uint8Array<ArrayBuffer>): void {
+    if (this.free.length < POOL_MAX_BUFFERS) this.free.push(buf);
+  },
+};
+
 class LocalWriter implements DataWriter {
   sizeBytes = 0;
-  #buffer = new Uint8Array(WRITE_BUFFER_BYTES);
+  #buffer = bufferPool.take();
   /** The buffer being written to disk while `#buffer` fills: two buffers, reused. */
   #spare: Uint8Array<ArrayBuffer> | null = null;
   #filled = 0;
@@ -223,7 +238,7 @@ class LocalWriter implements DataWriter {
     if (this.onBlock) await this.onBlock(full.subarray(0, this.#filled));
     await this.#pending;
     this.#pending = this.file.write(full.subarray(0, this.#filled));
-    this.#buffer = this.#spare ?? new Uint8Array(WRITE_BUFFER_BYTES);
+    this.#buffer = this.#spare ?? bufferPool.take();
     this.#spare = full;
     this.#filled = 0;
   }
@@ -235,6 +250,7 @@ class LocalWriter implements DataWriter {
       if (this.#filled > 0) await this.#flush();
       await this.#pending;
       this.#state = "ended";
+      this.#releaseBuffers();
     } catch (err) {
       await this.abort();
       throw err;
@@ -255,12 +271,20 @@ class LocalWriter implements DataWriter {
     return { dataId: this.dataId, k: 1, m: 0, sizeBytes: this.sizeBytes };
   }
 
+  #releaseBuffers(): void {
+    bufferPool.give(this.#buffer);
+    if (this.#spare) bufferPool.give(this.#spare);
+    this.#spare = null;
+  }
+
   async abort(): Promise<void> {
     if (this.#state === "aborted") return;
-    const wasOpen = this.#state === "open" || this.#state === "ended";
+    const before = this.#state;
+    const wasOpen = before === "open" || before === "ended";
     this.#state = "aborted";
     if (wasOpen) {
       await this.#pending.catch(() => {});
+      if (before === "open") this.#releaseBuffers();
       try {
         this.file.close();
       } catch {
