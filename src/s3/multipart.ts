@@ -13,9 +13,8 @@ import { type ChecksumValue, keys, type PartRecord, type UploadRecord } from "..
 import { checksumHeader, compositeChecksum, parseChecksumAlgorithm } from "./checksums.ts";
 import { newId, OWNER, type S3Context, xmlResponse } from "./context.ts";
 import { S3Error } from "./errors.ts";
-import { readVerifiedText } from "./ingest.ts";
 import { isoDate, readObjectHeaders, unquoteEtag, validateKey } from "./http.ts";
-import { ingest } from "./ingest.ts";
+import { ingest, type Ingested, readVerifiedText } from "./ingest.ts";
 import { compareUtf8, listParam } from "./list.ts";
 import {
   asReader,
@@ -104,7 +103,20 @@ export async function CreateMultipartUpload(ctx: S3Context): Promise<Response> {
   );
 }
 
-async function commitPart(ctx: S3Context, uploadId: string, part: PartRecord): Promise<void> {
+/** Records stored bytes as part `partNumber`; removes them when the commit fails. */
+async function commitPart(
+  ctx: S3Context,
+  uploadId: string,
+  partNumber: number,
+  ingested: Ingested,
+): Promise<PartRecord> {
+  const part: PartRecord = {
+    partNumber,
+    etag: ingested.md5Hex,
+    data: ingested.data,
+    lastModifiedMs: ctx.deps.clock.nowMs(),
+    ...(ingested.checksum ? { checksum: ingested.checksum } : {}),
+  };
   try {
     const result = await ctx.deps.log.propose({
       type: "UploadPart",
@@ -118,6 +130,7 @@ async function commitPart(ctx: S3Context, uploadId: string, part: PartRecord): P
     removeGarbage(ctx, [part.data]);
     throw err;
   }
+  return part;
 }
 
 /** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_UploadPart.html */
@@ -127,14 +140,7 @@ export async function UploadPart(ctx: S3Context): Promise<Response> {
   const uploadId = uploadIdParam(ctx);
   const upload = await requireUpload(ctx, uploadId);
   const ingested = await ingest(ctx, ctx.body(), { uploadAlgorithm: upload.checksumAlgorithm });
-  const part: PartRecord = {
-    partNumber,
-    etag: ingested.md5Hex,
-    data: ingested.data,
-    lastModifiedMs: ctx.deps.clock.nowMs(),
-    ...(ingested.checksum ? { checksum: ingested.checksum } : {}),
-  };
-  await commitPart(ctx, uploadId, part);
+  const part = await commitPart(ctx, uploadId, partNumber, ingested);
   const headers: Record<string, string> = { etag: `"${part.etag}"` };
   if (part.checksum) headers[checksumHeader(part.checksum.algorithm)] = part.checksum.value;
   return new Response(null, { status: 200, headers });
@@ -167,14 +173,7 @@ export async function UploadPartCopy(ctx: S3Context): Promise<Response> {
     }
     return await copyBytes(ctx, src.layout, start, end, upload.checksumAlgorithm);
   });
-  const part: PartRecord = {
-    partNumber,
-    etag: ingested.md5Hex,
-    data: ingested.data,
-    lastModifiedMs: ctx.deps.clock.nowMs(),
-    ...(ingested.checksum ? { checksum: ingested.checksum } : {}),
-  };
-  await commitPart(ctx, uploadId, part);
+  const part = await commitPart(ctx, uploadId, partNumber, ingested);
   return xmlResponse(renderXml("CopyPartResult", {
     ETag: `"${part.etag}"`,
     LastModified: isoDate(part.lastModifiedMs),

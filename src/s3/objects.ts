@@ -20,7 +20,6 @@ import {
 import { checksumHeader, parseChecksumAlgorithm } from "./checksums.ts";
 import { type S3Context, xmlResponse } from "./context.ts";
 import { S3Error } from "./errors.ts";
-import { readVerifiedText } from "./ingest.ts";
 import {
   checkPreconditions,
   isoDate,
@@ -31,7 +30,7 @@ import {
   validateKey,
   writeObjectHeaders,
 } from "./http.ts";
-import { ingest, type Ingested, storeStream } from "./ingest.ts";
+import { ingest, type Ingested, readVerifiedText, storeStream } from "./ingest.ts";
 import { asArray, parseXmlBody, renderXml } from "./xml.ts";
 import { requireBucket } from "./buckets.ts";
 import { refuseNonPrivateAcl } from "./acl.ts";
