@@ -71,7 +71,7 @@ function parseServeArgs(args: string[]) {
       allowPositionals: false,
     });
   } catch (err) {
-    throw new UsageError((err as Error).message.split("\n")[0]);
+    throw new UsageError((err as Error).message.split("\n")[0].replace(/'--/g, "'-"));
   }
   const v = parsed.values;
   const m = /^(.*):(\d+)$/.exec(v.s3!);
@@ -220,6 +220,22 @@ async function serve(args: string[]): Promise<void> {
   await server.finished;
 }
 
+/** The git commit of the source tree this runs from, or "unknown" (a compiled binary, no git). */
+async function sourceCommit(): Promise<string> {
+  try {
+    const dir = new URL(".", import.meta.url);
+    if (dir.protocol !== "file:") return "unknown";
+    const out = await new Deno.Command("git", {
+      args: ["-C", dir.pathname, "rev-parse", "--short=12", "HEAD"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    return out.success ? new TextDecoder().decode(out.stdout).trim() : "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
 async function main(args: string[]): Promise<number> {
   const [command, ...rest] = args;
   try {
@@ -228,7 +244,9 @@ async function main(args: string[]): Promise<number> {
         await serve(rest);
         return 0;
       case "version":
-        console.log(`hamster ${VERSION} (deno ${Deno.version.deno}, ${Deno.build.target})`);
+        console.log(
+          `hamster ${VERSION} (commit ${await sourceCommit()}, deno ${Deno.version.deno}, ${Deno.build.target})`,
+        );
         return 0;
       case undefined:
       case "help":
