@@ -9,14 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { createHash, randomBytes as nodeRandomBytes } from "node:crypto";
-import {
-  childEnv,
-  type Credentials,
-  freePort,
-  hamsterArgs,
-  REPO_ROOT,
-  TEST_CREDENTIALS,
-} from "../e2e/_server.ts";
+import type { Credentials } from "../e2e/_server.ts";
 
 export const MIB = 1024 * 1024;
 export const REGION = "us-east-1";
@@ -254,92 +247,4 @@ export function awsEnv(creds: Credentials, home: string): Record<string, string>
     AWS_EC2_METADATA_DISABLED: "true",
     AWS_PAGER: "",
   };
-}
-
-const LISTENING = /S3 on (http:\/\/\S+), data in /;
-
-/**
- * A `hamster serve` child started with extra flags (tests/e2e/_server.ts starts it with
- * fixed flags only). Same contract: free loopback port, temp data dir, the listening line
- * awaited, SIGTERM with exit code 0 asserted on stop.
- */
-export class FlaggedServer {
-  #output = "";
-  #pumps: Promise<void>[];
-
-  private constructor(
-    readonly child: Deno.ChildProcess,
-    readonly port: number,
-    readonly dataDir: string,
-    readonly credentials: Credentials,
-  ) {
-    this.#pumps = [child.stdout, child.stderr].map(async (stream) => {
-      for await (const text of stream.pipeThrough(new TextDecoderStream())) this.#output += text;
-    });
-  }
-
-  /** `http://127.0.0.1:PORT` */
-  get url(): string {
-    return `http://127.0.0.1:${this.port}`;
-  }
-
-  /** `127.0.0.1:PORT` */
-  get host(): string {
-    return `127.0.0.1:${this.port}`;
-  }
-
-  get output(): string {
-    return this.#output;
-  }
-
-  /** Starts `hamster serve -data-dir TEMP -s3 127.0.0.1:PORT <flags>`. */
-  static async start(flags: string[]): Promise<FlaggedServer> {
-    const dataDir = await Deno.makeTempDir({ prefix: "hamster-compat-" });
-    const port = freePort();
-    const child = new Deno.Command(Deno.execPath(), {
-      args: hamsterArgs(["serve", "-data-dir", dataDir, "-s3", `127.0.0.1:${port}`, ...flags]),
-      cwd: REPO_ROOT,
-      clearEnv: true,
-      env: childEnv({
-        HAMSTER_ACCESS_KEY_ID: TEST_CREDENTIALS.accessKeyId,
-        HAMSTER_SECRET_ACCESS_KEY: TEST_CREDENTIALS.secretAccessKey,
-      }),
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const server = new FlaggedServer(child, port, dataDir, { ...TEST_CREDENTIALS });
-    let exited = false;
-    child.status.then(() => exited = true);
-    const deadline = Date.now() + 60_000;
-    while (!LISTENING.test(server.#output)) {
-      if (exited || Date.now() > deadline) {
-        await server.stop().catch(() => {});
-        throw new Error(`hamster ${flags.join(" ")} did not start listening:\n${server.#output}`);
-      }
-      await new Promise((r) => setTimeout(r, 25));
-    }
-    return server;
-  }
-
-  /** SIGTERM, wait, remove the data dir, assert exit code 0. */
-  async stop(): Promise<void> {
-    try {
-      this.child.kill("SIGTERM");
-    } catch {
-      // already exited
-    }
-    const timer = setTimeout(() => {
-      try {
-        this.child.kill("SIGKILL");
-      } catch {
-        // already exited
-      }
-    }, 30_000);
-    const status = await this.child.status;
-    clearTimeout(timer);
-    await Promise.all(this.#pumps);
-    await Deno.remove(this.dataDir, { recursive: true }).catch(() => {});
-    assert.equal(status.code, 0, `hamster exited ${status.code} on SIGTERM:\n${this.#output}`);
-  }
 }

@@ -23,7 +23,8 @@ import {
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import { formatAmzDate, presignRequest, sha256Hex, signRequest } from "../../src/auth/sign.ts";
 import { readAll } from "../e2e/_client.ts";
-import { equalBytes, FlaggedServer, md5Hex, randomBytes, REGION } from "./_support.ts";
+import { equalBytes, md5Hex, randomBytes, REGION } from "./_support.ts";
+import { ServerProcess } from "../e2e/_server.ts";
 
 const DOMAIN = "s3.localhost";
 const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -71,7 +72,7 @@ function sendWithHost(
 
 /** Signs with SigV4 (header auth, Host `host`) and sends. `path` is percent-encoded. */
 function signedWithHost(
-  server: FlaggedServer,
+  server: ServerProcess,
   req: { method: string; host: string; path: string; query?: string; body?: Uint8Array },
 ): Promise<RawResponse> {
   const { headers } = signRequest({
@@ -102,7 +103,7 @@ const text = (b: Uint8Array) => new TextDecoder().decode(b);
 type Seen = { host: string; path: string }[];
 
 /** An SDK client for virtual hosts under DOMAIN whose connections go to 127.0.0.1. */
-function virtualHostClient(server: FlaggedServer, seen: Seen): S3Client {
+function virtualHostClient(server: ServerProcess, seen: Seen): S3Client {
   const client = new S3Client({
     endpoint: `http://${DOMAIN}:${server.port}`,
     region: REGION,
@@ -127,7 +128,7 @@ function virtualHostClient(server: FlaggedServer, seen: Seen): S3Client {
 }
 
 Deno.test("virtual-hosted addressing: the SDK with forcePathStyle false names the bucket in the Host", async (t) => {
-  const server = await FlaggedServer.start(["-domain", DOMAIN]);
+  const server = await ServerProcess.start({ args: ["-domain", DOMAIN] });
   const seen: Seen = [];
   const client = virtualHostClient(server, seen);
   const Bucket = "vhost-bucket";
@@ -209,7 +210,7 @@ Deno.test("virtual-hosted addressing: the SDK with forcePathStyle false names th
 });
 
 Deno.test("virtual-hosted addressing: a bucket with dots, and path style for Hosts outside the domain", async (t) => {
-  const server = await FlaggedServer.start(["-domain", DOMAIN]);
+  const server = await ServerProcess.start({ args: ["-domain", DOMAIN] });
   const bucket = "my.dotted.bucket";
   const vhost = `${bucket}.${DOMAIN}:${server.port}`;
   const bytes = randomBytes(65_537);

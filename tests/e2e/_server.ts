@@ -110,6 +110,8 @@ export interface StartOptions {
   credentials?: Credentials | null;
   /** Extra environment variables. */
   env?: Record<string, string>;
+  /** Extra `serve` flags, e.g. `["-domain", "s3.localhost"]`. */
+  args?: string[];
 }
 
 /** A running `hamster serve` child process. */
@@ -158,7 +160,14 @@ export class ServerProcess {
     for (let attempt = 0; attempt < 3; attempt++) {
       const port = freePort();
       const child = new Deno.Command(Deno.execPath(), {
-        args: hamsterArgs(["serve", "-data-dir", dataDir, "-s3", `127.0.0.1:${port}`]),
+        args: hamsterArgs([
+          "serve",
+          "-data-dir",
+          dataDir,
+          "-s3",
+          `127.0.0.1:${port}`,
+          ...(opts.args ?? []),
+        ]),
         cwd: REPO_ROOT,
         clearEnv: true,
         env: childEnv({ ...credentialEnv(creds), ...opts.env }),
