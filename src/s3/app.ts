@@ -73,6 +73,17 @@ export async function handleS3(req: Request, deps: ResolvedDeps): Promise<Respon
         extra: { BucketName: target.bucket.slice(0, 100) },
       });
     }
+    // Only the chunked transfer coding is implemented; a body under any other would be stored as sent.
+    const te = req.headers.get("transfer-encoding");
+    if (te !== null && te.trim().toLowerCase() !== "chunked") {
+      throw new S3Error(
+        "NotImplemented",
+        `Transfer-Encoding "${te}" is not implemented; only chunked is`,
+        {
+          extra: { Header: "Transfer-Encoding" },
+        },
+      );
+    }
     if (req.method === "OPTIONS") {
       res = await cors.preflight(req, deps, target.bucket);
       res.headers.set("x-amz-request-id", requestId);

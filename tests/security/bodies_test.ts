@@ -67,8 +67,11 @@ function expectRefusedOrClosed(
   assert.ok(!ex.timedOut, `${what}: the server neither answered nor closed (a hang)`);
   if (ex.reply === null) return "connection closed";
   const r = ex.reply;
+  // 501 NotImplemented is the answer RFC 9112 section 6.1 gives to a transfer coding the server lacks.
+  const notImplemented = r.status === 501 && /transfer-encoding/i.test(what) &&
+    errorCodeOf(r) === "NotImplemented";
   assert.ok(
-    r.status >= 400 && r.status < 500,
+    (r.status >= 400 && r.status < 500) || notImplemented,
     `${what}: want a 4xx, got ${r.status}: ${r.text.slice(0, 500)}`,
   );
   if (r.body.length > 0 || r.headers.get("content-type") === "application/xml") {
@@ -771,7 +774,11 @@ Deno.test("bodies: oversized and entity-laden XML, broken chunking, wrong length
           const ex = await exchange(server, [head, utf8.encode("5\r\nhello\r\n0\r\n\r\n")], {
             closeWrite: true,
           });
-          const ok = ex.reply !== null && ex.reply.status === 200;
+          // With no reply (the half-close can abort the exchange), the PUT may or may not have
+          // applied: either way the object is whole or absent, never torn.
+          const lost = ex.reply === null &&
+            (await s3(server, { method: "HEAD", path })).status === 200;
+          const ok = (ex.reply !== null && ex.reply.status === 200) || lost;
           if (ok) {
             // Content-Length 5 with chunked: RFC 9112 lets Transfer-Encoding win.
             const got = await getObject(server, B, "bad-length");
