@@ -22,6 +22,7 @@ import { type S3Context, xmlResponse } from "./context.ts";
 import { S3Error } from "./errors.ts";
 import {
   checkPreconditions,
+  httpDate,
   isoDate,
   MAX_PUT_SIZE_BYTES,
   parseRange,
@@ -308,7 +309,7 @@ function respondWithObject(ctx: S3Context, layout: ObjectLayout, withBody: boole
   } catch (err) {
     if (err instanceof S3Error && err.code === "NotModified") {
       headers.set("etag", `"${record.etag}"`);
-      headers.set("last-modified", new Date(record.lastModifiedMs).toUTCString());
+      headers.set("last-modified", httpDate(record.lastModifiedMs));
       return new Response(null, { status: 304, headers });
     }
     throw err;

@@ -154,14 +154,6 @@ export function decodeXmlText(bytes: Uint8Array): string {
   }
 }
 
-/** Reads a request body into text, refusing more than `maxBytes` with `MaxMessageLengthExceeded`. */
-export async function readCappedText(
-  body: ReadableStream<Uint8Array> | null,
-  maxBytes = MAX_XML_BODY_BYTES,
-): Promise<string> {
-  return decodeXmlText(await readCappedBytes(body, maxBytes));
-}
-
 /**
  * Reads from a request body; a transport failure (the client went away, the
  * body ended before its Content-Length) becomes `IncompleteBody`, while S3
