@@ -11,6 +11,8 @@ import { parseArgs } from "node:util";
 import { DenoDisk, openDenoKv, systemClock, systemRng } from "./src/io/deno/mod.ts";
 import { workerHashPool } from "./src/io/deno/hash_worker.ts";
 import { LocalDataPath } from "./src/data/local.ts";
+import { compactSegments } from "./src/data/compactor.ts";
+import { Reclaimer } from "./src/data/reclaim.ts";
 import { LocalLog, sweepMetadata } from "./src/meta/mod.ts";
 import { createS3App } from "./src/s3/app.ts";
 import { newId } from "./src/s3/context.ts";
@@ -19,6 +21,8 @@ import denoJson from "./deno.json" with { type: "json" };
 const VERSION = denoJson.version;
 /** How long SIGINT / SIGTERM wait for in-flight requests before exiting. */
 const SHUTDOWN_GRACE_MS = 10_000;
+/** How often segments are checked for compaction (ADR 0008). */
+const COMPACTION_INTERVAL_MS = 30_000;
 
 const USAGE = `hamster: a self-hosted, S3-compatible object store
 
@@ -171,11 +175,28 @@ async function serve(args: string[]): Promise<void> {
   const data = new LocalDataPath(new DenoDisk(opts.dataDir));
   await data.init();
   const live = await sweepMetadata(kv);
-  const removed = await data.sweep((id) => live.has(id));
+  const removed = await data.sweep(live);
   if (removed > 0) console.log(`Startup sweep removed ${removed} orphaned file(s)`);
   const log = await LocalLog.open(kv);
   // MD5 and checksums of large bodies run beside the event loop, one worker per spare core.
   const hashPool = workerHashPool(Math.max(1, navigator.hardwareConcurrency - 1));
+  const logError = (requestId: string, err: unknown) => console.error(`request ${requestId}:`, err);
+  const reclaimer = new Reclaimer((ref) => {
+    data.remove(ref).catch((err) => logError("reclaim", err));
+  });
+  const compactionTimer = setInterval(async () => {
+    try {
+      const r = await compactSegments({ segments: data.segments, kv, log, reclaimer });
+      if (r.compacted + r.kept > 0) {
+        console.log(
+          `Compaction: ${r.compacted} segment(s) emptied, ${r.relocated} object(s) moved` +
+            (r.kept > 0 ? `, ${r.kept} kept whole because of damage` : ""),
+        );
+      }
+    } catch (err) {
+      console.error("compaction:", err);
+    }
+  }, COMPACTION_INTERVAL_MS);
   const app = createS3App({
     kv,
     log,
@@ -186,7 +207,8 @@ async function serve(args: string[]): Promise<void> {
     region: opts.region,
     domain: opts.domain,
     hashPool,
-    logError: (requestId, err) => console.error(`request ${requestId}:`, err),
+    reclaimer,
+    logError,
   });
   const server = Deno.serve({
     hostname: opts.hostname,
@@ -210,6 +232,7 @@ async function serve(args: string[]): Promise<void> {
     // In-flight requests get SHUTDOWN_GRACE_MS to finish; a stalled client must not hold the exit.
     // Writes cut off here were never committed: the startup sweep removes what they left.
     await Promise.race([server.shutdown(), new Promise((r) => setTimeout(r, SHUTDOWN_GRACE_MS))]);
+    clearInterval(compactionTimer);
     hashPool.close();
     kv.close();
     lock.close();

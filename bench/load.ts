@@ -3,7 +3,7 @@
  * server (Deno's HTTP ceiling) in one run, and Hamster's peak RSS during a
  * 1 GiB PUT and GET. Every GET body is verified by MD5.
  *
- * Usage: deno run -A --unstable-kv bench/load.ts [--quick] [--json FILE]
+ * Usage: deno run -A --unstable-kv bench/load.ts [--quick] [--only "4 KiB"] [--json FILE]
  *
  * Both servers run as child processes on loopback. Objects of 1 MiB and more
  * move with curl (one process per request, GET bodies piped to md5sum), since
@@ -22,10 +22,12 @@ const args = parseArgs({
   options: {
     quick: { type: "boolean" },
     json: { type: "string" },
-    "no-fsync-note": { type: "boolean" },
+    only: { type: "string" },
   },
 });
 const QUICK = args.values.quick === true;
+/** Runs only the workloads whose label contains this text, e.g. "4 KiB" or "64 MiB x1"; skips the RSS run. */
+const ONLY = args.values.only;
 const CREDS = { accessKeyId: "bench", secretAccessKey: "bench-secret" };
 const MiB = 1 << 20;
 
@@ -173,12 +175,13 @@ async function workload(
   rows: Row[],
   dir: string,
 ) {
+  const label = sizeBytes >= MiB ? `${sizeBytes / MiB} MiB` : `${sizeBytes / 1024} KiB`;
+  if (ONLY !== undefined && !`${label} x${streams}`.includes(ONLY)) return;
   const body = pattern(sizeBytes, sizeBytes + streams);
   const want = createHash("md5").update(body).digest("hex");
   const useCurl = sizeBytes >= MiB;
   const file = `${dir}/body-${sizeBytes}`;
   if (useCurl) await Deno.writeFile(file, body);
-  const label = sizeBytes >= MiB ? `${sizeBytes / MiB} MiB` : `${sizeBytes / 1024} KiB`;
   for (const t of targets) {
     const putS = await pool(
       ops,
@@ -227,6 +230,39 @@ async function peakRssDuring(pid: number, work: Promise<void>): Promise<number> 
   return peak;
 }
 
+/** Peak RSS of each target while one `GiB`-byte object streams in and out with curl. */
+async function measureRss(
+  targets: Target[],
+  GiB: number,
+  dir: string,
+  rss: Record<string, { baseline: number; putPeak: number; getPeak: number }>,
+): Promise<void> {
+  const block = pattern(MiB, 7);
+  const bigFile = `${dir}/big`;
+  const f = await Deno.open(bigFile, { write: true, create: true, truncate: true });
+  const want = createHash("md5");
+  for (let i = 0; i < GiB / MiB; i++) {
+    for (let off = 0; off < block.length;) off += await f.write(block.subarray(off));
+    want.update(block);
+  }
+  f.close();
+  const wantHex = want.digest("hex");
+  for (const t of targets) {
+    const baseline = await rssKiB(t.pid);
+    const putPeak = await peakRssDuring(t.pid, curlPut(t, "big", bigFile));
+    let got = "";
+    const getPeak = await peakRssDuring(
+      t.pid,
+      (async () => {
+        got = await curlGetMd5(t, "big", GiB);
+      })(),
+    );
+    if (t.signed && got !== wantHex) throw new Error("1 GiB GET body mismatch");
+    rss[t.name] = { baseline, putPeak, getPeak };
+  }
+  await Deno.remove(bigFile);
+}
+
 async function main() {
   const dir = await Deno.makeTempDir({ prefix: "hamster-bench-" });
   const hPort = freePort();
@@ -270,31 +306,8 @@ async function main() {
 
     // Peak RSS while one 1 GiB object streams in and out.
     const GiB = QUICK ? 256 * MiB : 1024 * MiB;
-    const block = pattern(MiB, 7);
-    const bigFile = `${dir}/big`;
-    const f = await Deno.open(bigFile, { write: true, create: true, truncate: true });
-    const want = createHash("md5");
-    for (let i = 0; i < GiB / MiB; i++) {
-      for (let off = 0; off < block.length;) off += await f.write(block.subarray(off));
-      want.update(block);
-    }
-    f.close();
-    const wantHex = want.digest("hex");
     const rss: Record<string, { baseline: number; putPeak: number; getPeak: number }> = {};
-    for (const t of targets) {
-      const baseline = await rssKiB(t.pid);
-      const putPeak = await peakRssDuring(t.pid, curlPut(t, "big", bigFile));
-      let got = "";
-      const getPeak = await peakRssDuring(
-        t.pid,
-        (async () => {
-          got = await curlGetMd5(t, "big", GiB);
-        })(),
-      );
-      if (t.signed && got !== wantHex) throw new Error("1 GiB GET body mismatch");
-      rss[t.name] = { baseline, putPeak, getPeak };
-    }
-    await Deno.remove(bigFile);
+    if (ONLY === undefined) await measureRss(targets, GiB, dir, rss);
 
     const byKey = new Map(rows.map((r) => [`${r.workload}|${r.target}`, r]));
     console.log(`\n| workload | null server MiB/s | hamster MiB/s | hamster ops/s | ratio |`);

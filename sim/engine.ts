@@ -18,6 +18,9 @@ import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { formatAmzDate, sha256Hex, signRequest } from "../src/auth/sign.ts";
 import { LocalDataPath } from "../src/data/local.ts";
+import { type CompactionReport, compactSegments } from "../src/data/compactor.ts";
+import { Reclaimer } from "../src/data/reclaim.ts";
+import { SegmentStore } from "../src/data/segments.ts";
 import { SHARD_HEADER_SIZE_BYTES } from "../src/data/shard_file.ts";
 import type {
   Clock,
@@ -32,6 +35,7 @@ import type {
   WriteHandle,
 } from "../src/io/mod.ts";
 import {
+  type DataRef,
   LocalLog,
   type ManifestChunk,
   MIN_PART_SIZE_BYTES,
@@ -44,7 +48,7 @@ import { createS3App } from "../src/s3/app.ts";
 import { SimDisk } from "./disk.ts";
 import { SimKv } from "./kv.ts";
 import type { SimRng } from "./rng.ts";
-import { SIM_EPOCH_MS, World } from "./world.ts";
+import { SIM_EPOCH_MS, SimFailure, World } from "./world.ts";
 
 /** Knobs of one engine run; unset ones are drawn from the seed. */
 export interface EngineOptions {
@@ -107,6 +111,9 @@ export interface EngineReport {
   readonly bytesChecked: number;
   /** Files the sweeps removed, torn files and lost directory changes the crashes made. */
   readonly sweptFiles: number;
+  /** Segments compaction emptied, and the live objects it moved out of them. */
+  readonly compactedSegments: number;
+  readonly relocatedObjects: number;
   readonly tornFiles: number;
   readonly lostDirOps: number;
   readonly bytesWritten: number;
@@ -162,6 +169,8 @@ interface Proc {
   readonly kv: MetaKv;
   readonly disk: Disk;
   app: ReturnType<typeof createS3App> | null;
+  /** One segment compaction pass on this process (what main.ts runs on a timer). */
+  compact: (() => Promise<CompactionReport>) | null;
 }
 
 interface Reply {
@@ -406,6 +415,7 @@ class EngineRun {
   readonly strictDirs: StrictDirs | null;
   readonly keyNames: string[];
   readonly weights: { op: string; w: number }[];
+  readonly segmentRollBytes: number;
 
   proc: Proc | null = null;
   crashed = false;
@@ -445,6 +455,8 @@ class EngineRun {
     objectsChecked: 0,
     bytesChecked: 0,
     sweptFiles: 0,
+    compactedSegments: 0,
+    relocatedObjects: 0,
     tornFiles: 0,
     lostDirOps: 0,
     crashPoints: {} as Record<string, number>,
@@ -486,7 +498,10 @@ class EngineRun {
       { op: "copy", w: w(0, 12) },
       { op: "multipart", w: w(4, 14) },
       { op: "get", w: this.readsDuringWrites ? w(0, 15) : 0 },
+      { op: "compact", w: w(0, 6) },
     ];
+    // Small segments, so that rolls, sealed segments and compaction happen within a few writes.
+    this.segmentRollBytes = rng.pick([4 << 10, 64 << 10, 1 << 20]);
     this.disk.afterOp = (kind) => {
       this.diskOps++;
       if (this.trigger.kind === "disk" && this.diskOps >= this.trigger.afterOps) {
@@ -544,7 +559,7 @@ class EngineRun {
     });
     const base = this.strictDirs ? this.strictDirs.wrap(this.disk) : this.disk;
     const disk = new FencedDisk(mutate?.disk ? mutate.disk(base) : base, gen);
-    const proc: Proc = { gen, kv, disk, app: null };
+    const proc: Proc = { gen, kv, disk, app: null, compact: null };
     this.proc = proc;
     const world = this.world;
     const clock: Clock = {
@@ -557,12 +572,20 @@ class EngineRun {
         ),
     };
     // The startup order of main.ts.
-    const data = new LocalDataPath(disk);
+    const data = new LocalDataPath(disk, { segmentRollBytes: this.segmentRollBytes });
     await data.init();
     const live = await sweepMetadata(kv);
-    const removed = await data.sweep((id) => live.has(id));
+    const removed = await data.sweep(live);
     this.stats.sweptFiles += removed;
     const log = await LocalLog.open(kv);
+    const logError = (requestId: string, err: unknown) => {
+      if (!gen.dead) {
+        this.internalErrors.push(`request ${requestId}: ${(err as Error)?.stack ?? err}`);
+      }
+    };
+    const reclaimer = new Reclaimer((ref) => {
+      data.remove(ref).catch((err) => logError("reclaim", err));
+    });
     proc.app = createS3App({
       kv,
       log,
@@ -571,12 +594,11 @@ class EngineRun {
       rng: this.rng.fork(),
       secretFor: (id) => (id === CREDS.accessKeyId ? CREDS.secretAccessKey : undefined),
       region: REGION,
-      logError: (requestId, err) => {
-        if (!gen.dead) {
-          this.internalErrors.push(`request ${requestId}: ${(err as Error)?.stack ?? err}`);
-        }
-      },
+      reclaimer,
+      logError,
     });
+    // The most eager setting, so that compaction runs whenever any record is dead.
+    proc.compact = () => compactSegments({ segments: data.segments, kv, log, reclaimer }, 1);
     this.log(() => `boot: swept ${removed} file(s)`);
     return proc;
   }
@@ -818,6 +840,10 @@ class EngineRun {
       if (this.epoch !== epoch) return;
       const op = this.pickOp();
       const key = this.rng.pick(this.keyNames);
+      if (op === "compact") {
+        await this.compact(id);
+        continue;
+      }
       if (op === "multipart") {
         await this.multipart(id, key, epoch);
         continue;
@@ -831,6 +857,26 @@ class EngineRun {
       if (!await this.lock(reads, writes, epoch)) return;
       await this.request(id, op, names, src);
       this.unlock(reads, writes);
+    }
+  }
+
+  /** One compaction pass, racing the other clients' requests; it changes nothing they can see. */
+  async compact(id: number): Promise<void> {
+    const proc = this.proc!;
+    this.stats.inFlight++;
+    try {
+      const r = await proc.compact!();
+      this.stats.compactedSegments += r.compacted;
+      this.stats.relocatedObjects += r.relocated;
+      if (r.kept > 0) throw this.fail(`Compaction found damage: ${r.damage.join("; ")}`);
+      this.log(() => `c${id} compaction: ${r.compacted} segment(s), ${r.relocated} moved`);
+    } catch (err) {
+      if (proc.gen.dead) return never();
+      throw err instanceof SimFailure
+        ? err
+        : this.fail(`Compaction failed: ${(err as Error)?.stack ?? err}`);
+    } finally {
+      this.stats.inFlight--;
     }
   }
 
@@ -1147,6 +1193,8 @@ class EngineRun {
       objectsChecked: this.stats.objectsChecked,
       bytesChecked: this.stats.bytesChecked,
       sweptFiles: this.stats.sweptFiles,
+      compactedSegments: this.stats.compactedSegments,
+      relocatedObjects: this.stats.relocatedObjects,
       tornFiles: this.stats.tornFiles,
       lostDirOps: this.stats.lostDirOps,
       bytesWritten: this.disk.stats.writtenBytes,
@@ -1397,12 +1445,12 @@ class EngineRun {
 
   async checkFiles(): Promise<void> {
     const kv = this.kvStore.open(); // the true state, past any planted bug
-    const referenced = new Map<string, number>();
+    const referenced = new Map<string, DataRef>();
     const owner = new Map<string, string>();
     const manifests = new Map<string, number>();
     for await (const e of kv.list<ObjectRecord>({ prefix: ["cur"] })) {
       if (e.value.data) {
-        referenced.set(e.value.data.dataId, e.value.data.sizeBytes);
+        referenced.set(e.value.data.dataId, e.value.data);
         owner.set(e.value.data.dataId, `object ${e.key[2] as string}`);
       }
       if (e.value.multipart) {
@@ -1416,7 +1464,7 @@ class EngineRun {
       if (!manifests.has(id)) throw this.fail(`Orphan manifest chunk ${JSON.stringify(e.key)}`);
       chunks.set(id, (chunks.get(id) ?? 0) + 1);
       for (const p of e.value.parts) {
-        referenced.set(p.data.dataId, p.data.sizeBytes);
+        referenced.set(p.data.dataId, p.data);
         owner.set(p.data.dataId, `part ${p.partNumber} of ${owner.get(id)}`);
       }
     }
@@ -1433,21 +1481,42 @@ class EngineRun {
       if (!uploads.has(e.key[1] as string)) {
         throw this.fail(`Orphan part record ${JSON.stringify(e.key)}`);
       }
-      referenced.set(e.value.data.dataId, e.value.data.sizeBytes);
+      referenced.set(e.value.data.dataId, e.value.data);
       owner.set(e.value.data.dataId, `part ${e.key[2]} of upload ${e.key[1]}`);
     }
-    const files = new Set<string>();
+    const segmentsInUse = new Set<string>();
+    for (const ref of referenced.values()) if (ref.segment) segmentsInUse.add(ref.segment.id);
     for (const p of this.disk.paths()) {
       if (p.startsWith("tmp/")) throw this.fail(`Temp file ${p} survived the startup sweep`);
+      const seg = /^segments\/([0-9a-f]{16})\.seg$/.exec(p);
+      if (seg) {
+        if (!segmentsInUse.has(seg[1])) {
+          throw this.fail(`Segment ${p} survived the startup sweep with no live record`);
+        }
+        continue;
+      }
       const m = /^shards\/([0-9a-f]{2})\/([0-9a-f]{32})\.0$/.exec(p);
       if (!m) throw this.fail(`Unexpected file ${p}`);
       if (m[1] !== m[2].slice(0, 2)) throw this.fail(`Shard file ${p} is in the wrong directory`);
-      if (!referenced.has(m[2])) {
+      const ref = referenced.get(m[2]);
+      if (!ref || ref.segment) {
         throw this.fail(`Orphan shard file ${p} survived the startup sweep`);
       }
-      files.add(m[2]);
     }
-    for (const [id, size] of referenced) {
+    const segments = new SegmentStore(this.disk);
+    for (const [id, ref] of referenced) {
+      if (ref.segment) {
+        try {
+          await segments.readPayload(ref);
+        } catch (err) {
+          throw this.fail(
+            `After recovery the packed record of ${owner.get(id)} (data ${id}) is unreadable: ` +
+              (err as Error).message,
+          );
+        }
+        continue;
+      }
+      const size = ref.sizeBytes;
       const st = await this.disk.stat(LocalDataPath.shardPath(id));
       if (!st) {
         throw this.fail(

@@ -29,6 +29,8 @@ Deno.test("runEngine() keeps every acknowledged write and never shows a torn obj
   let objects = 0;
   let swept = 0;
   let torn = 0;
+  let compacted = 0;
+  let relocated = 0;
   const points: Record<string, number> = {};
   for (let seed = 1; seed <= SEEDS; seed++) {
     await t.step({
@@ -47,6 +49,8 @@ Deno.test("runEngine() keeps every acknowledged write and never shows a torn obj
         objects += r.objectsChecked;
         swept += r.sweptFiles;
         torn += r.tornFiles;
+        compacted += r.compactedSegments;
+        relocated += r.relocatedObjects;
         for (const [k, n] of Object.entries(r.crashPoints)) points[k] = (points[k] ?? 0) + n;
       },
       sanitizeOps: false,
@@ -59,11 +63,13 @@ Deno.test("runEngine() keeps every acknowledged write and never shows a torn obj
       `${requests} requests, ${crashes} recoveries checked (${JSON.stringify(points)}), ` +
       `${inFlightAtCrash} requests cut by a crash (${cut} object writes, ${cutApplied} of them ` +
       `found applied), ${objects} object checks, ` +
-      `${swept} files swept, ${torn} torn files`,
+      `${swept} files swept, ${torn} torn files, ${compacted} segments compacted ` +
+      `(${relocated} live objects moved)`,
   );
   assert.ok(points["disk write"] > 0 && points["fsync"] > 0 && points["boot"] > 0);
   assert.ok(inFlightAtCrash > 0 && swept > 0 && torn > 0, "the crashes cut writes in flight");
   assert.ok(cutApplied > 0 && cutApplied < cut, "cut writes are sometimes applied, sometimes not");
+  assert.ok(compacted > 0 && relocated > 0, "compaction ran and moved live objects");
 });
 
 Deno.test("runEngine() replays a seed exactly (same trace twice)", async () => {

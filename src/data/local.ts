@@ -6,13 +6,21 @@
  * writes under `tmp/`. A write is durable and visible to readers only after
  * `commit()`: temp file written, fsynced, renamed into place, directory
  * fsynced. Directory fsyncs are grouped: every rename that happened before a
- * directory sync started is covered by it, so concurrent small PUTs share one.
+ * directory sync started is covered by it, so concurrent PUTs share one.
+ *
+ * Small objects (at most {@link SMALL_OBJECT_MAX_BYTES}) whose writer names
+ * an owner are packed into segment files instead (`segments.ts`, ADR 0008):
+ * their bytes are buffered in memory and appended with one fsync per group.
  *
  * @module
  */
 import type { DataRef } from "../meta/records.ts";
 import type { Disk, WriteHandle } from "../io/mod.ts";
 import { encodeShardHeader, SHARD_HEADER_SIZE_BYTES } from "./shard_file.ts";
+import type { RecordOwner } from "./segment_record.ts";
+import { SegmentStore, SMALL_OBJECT_MAX_BYTES } from "./segments.ts";
+
+export { SMALL_OBJECT_MAX_BYTES };
 
 /** Bytes buffered before a disk write; two such buffers are in flight at most. */
 export const WRITE_BUFFER_BYTES = 1 << 20;
@@ -33,37 +41,57 @@ export interface DataWriter {
   abort(): Promise<void>;
 }
 
-/** Where object bytes are stored and read: the seam the erasure-coded path replaces. */
-export interface DataPath {
+/** Options of {@link DataPath.create}. */
+export interface CreateOptions {
   /**
-   * Starts writing a new object's bytes under `dataId` (32 hex digits).
-   * `onBlock` sees every payload byte once, in order, in blocks of up to
+   * Sees every payload byte once, in order, in blocks of up to
    * {@link WRITE_BUFFER_BYTES}, before they go to disk; the block may be
    * reused once its promise resolves.
    */
-  create(
-    dataId: string,
-    opts?: { onBlock?: (block: Uint8Array) => Promise<void> },
-  ): Promise<DataWriter>;
+  onBlock?: (block: Uint8Array) => Promise<void>;
+  /**
+   * The object these bytes are written for. Given only for a body known to
+   * be at most {@link SMALL_OBJECT_MAX_BYTES}: the data path may then pack
+   * it into a segment (it buffers the body in memory).
+   */
+  packFor?: RecordOwner;
+}
+
+/** Where object bytes are stored and read: the seam the erasure-coded path replaces. */
+export interface DataPath {
+  /** Starts writing a new object's bytes under `dataId` (32 hex digits). */
+  create(dataId: string, opts?: CreateOptions): Promise<DataWriter>;
   /** The bytes `[startByte, endByte)` of `ref`, streamed in bounded chunks. */
   read(ref: DataRef, startByte: number, endByte: number): ReadableStream<Uint8Array>;
-  /** Removes `ref`'s files; missing files are not an error. */
+  /**
+   * Releases data no metadata references any more: removes its files
+   * (missing files are not an error), or leaves a packed record to compaction.
+   */
   remove(ref: DataRef): Promise<void>;
   /**
-   * Removes every shard file whose data id `isLive` rejects, and every temp
-   * file. Run only while no write is in flight (at startup).
+   * Reports that the metadata commit meant to reference a committed
+   * writer's `ref` has finished, whether it applied or not.
+   */
+  settle(ref: DataRef): void;
+  /**
+   * Removes every shard file and segment that `live` (every data ref
+   * metadata holds, by data id) does not reference, and every temp file.
+   * Run only while no write is in flight (at startup).
    * @returns how many files were removed
    */
-  sweep(isLive: (dataId: string) => boolean): Promise<number>;
+  sweep(live: ReadonlyMap<string, DataRef>): Promise<number>;
 }
 
 /** A DataPath on one local disk, storing every object as one 1+0 shard. */
 export class LocalDataPath implements DataPath {
   readonly #disk: Disk;
   readonly #dirSyncs = new Map<string, DirSync>();
+  /** Where small objects are packed. */
+  readonly segments: SegmentStore;
 
-  constructor(disk: Disk) {
+  constructor(disk: Disk, opts: { segmentRollBytes?: number } = {}) {
     this.#disk = disk;
+    this.segments = new SegmentStore(disk, opts.segmentRollBytes);
   }
 
   /**
@@ -77,17 +105,15 @@ export class LocalDataPath implements DataPath {
       await this.#disk.mkdirp(`shards/${i.toString(16).padStart(2, "0")}`);
     }
     await this.#disk.syncDir("shards");
-    await this.#disk.syncDir("");
+    await this.segments.init();
   }
 
   static shardPath(dataId: string, shardIndex = 0): string {
     return `shards/${dataId.slice(0, 2)}/${dataId}.${shardIndex}`;
   }
 
-  async create(
-    dataId: string,
-    opts: { onBlock?: (block: Uint8Array) => Promise<void> } = {},
-  ): Promise<DataWriter> {
+  async create(dataId: string, opts: CreateOptions = {}): Promise<DataWriter> {
+    if (opts.packFor) return new PackedWriter(this.segments, dataId, opts.packFor, opts.onBlock);
     const tmpPath = `tmp/${dataId}.0.tmp`;
     const file = await this.#disk.create(tmpPath);
     const header = encodeShardHeader({
@@ -120,6 +146,20 @@ export class LocalDataPath implements DataPath {
   }
 
   read(ref: DataRef, startByte: number, endByte: number): ReadableStream<Uint8Array> {
+    if (ref.segment) {
+      const segments = this.segments;
+      return new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          try {
+            const payload = await segments.readPayload(ref);
+            if (endByte > startByte) controller.enqueue(payload.subarray(startByte, endByte));
+            controller.close();
+          } catch (err) {
+            controller.error(err);
+          }
+        },
+      }, { highWaterMark: 0 });
+    }
     const disk = this.#disk;
     let handle: Awaited<ReturnType<Disk["open"]>> | undefined;
     let position = startByte;
@@ -161,11 +201,20 @@ export class LocalDataPath implements DataPath {
   }
 
   async remove(ref: DataRef): Promise<void> {
-    await this.#disk.remove(LocalDataPath.shardPath(ref.dataId));
+    if (ref.segment) this.segments.release(ref);
+    else await this.#disk.remove(LocalDataPath.shardPath(ref.dataId));
   }
 
-  async sweep(isLive: (dataId: string) => boolean): Promise<number> {
-    let removed = 0;
+  settle(ref: DataRef): void {
+    this.segments.settle(ref);
+  }
+
+  async sweep(live: ReadonlyMap<string, DataRef>): Promise<number> {
+    const isLive = (dataId: string) => {
+      const ref = live.get(dataId);
+      return ref !== undefined && ref.segment === undefined;
+    };
+    let removed = await this.segments.sweep(live.values());
     for await (const e of this.#disk.list("tmp")) {
       await this.#disk.remove(`tmp/${e.name}`);
       removed++;
@@ -198,6 +247,65 @@ const bufferPool = {
     if (this.free.length < POOL_MAX_BUFFERS) this.free.push(buf);
   },
 };
+
+/**
+ * Buffers a small body in memory and appends it to a segment on commit.
+ * Bodies over {@link SMALL_OBJECT_MAX_BYTES} are refused: the caller
+ * promised a small one.
+ */
+class PackedWriter implements DataWriter {
+  sizeBytes = 0;
+  #chunks: Uint8Array[] = [];
+  #body: Uint8Array | null = null;
+  #state: "open" | "ended" | "committed" | "aborted" = "open";
+
+  constructor(
+    readonly segments: SegmentStore,
+    readonly dataId: string,
+    readonly owner: RecordOwner,
+    readonly onBlock?: (block: Uint8Array) => Promise<void>,
+  ) {}
+
+  // deno-lint-ignore require-await
+  async write(bytes: Uint8Array): Promise<void> {
+    if (this.#state !== "open") throw new Error("Write after the writer was ended");
+    if (this.sizeBytes + bytes.length > SMALL_OBJECT_MAX_BYTES) {
+      throw new RangeError(`A packed body is at most ${SMALL_OBJECT_MAX_BYTES} bytes`);
+    }
+    this.#chunks.push(bytes.slice());
+    this.sizeBytes += bytes.length;
+  }
+
+  async end(): Promise<void> {
+    if (this.#state === "ended") return;
+    if (this.#state !== "open") throw new Error("End after the writer was closed");
+    const body = new Uint8Array(this.sizeBytes);
+    let at = 0;
+    for (const c of this.#chunks) {
+      body.set(c, at);
+      at += c.length;
+    }
+    this.#chunks = [];
+    this.#body = body;
+    this.#state = "ended";
+    if (this.onBlock) await this.onBlock(body);
+  }
+
+  async commit(): Promise<DataRef> {
+    await this.end();
+    const ref = await this.segments.append(this.dataId, this.#body!, this.owner);
+    this.#state = "committed";
+    this.#body = null;
+    return ref;
+  }
+
+  abort(): Promise<void> {
+    this.#state = "aborted";
+    this.#chunks = [];
+    this.#body = null;
+    return Promise.resolve();
+  }
+}
 
 class LocalWriter implements DataWriter {
   sizeBytes = 0;

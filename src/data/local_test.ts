@@ -95,14 +95,15 @@ Deno.test("LocalDataPath abort() leaves no file behind, before or after commit",
 
 Deno.test("LocalDataPath sweep() removes temp files and shards that are not live", async () => {
   await withDataPath(async (data, root) => {
+    const refs = [];
     for (const id of [ID_A, ID_B]) {
       const w = await data.create(id);
       await w.write(new Uint8Array([1, 2, 3]));
-      await w.commit();
+      refs.push(await w.commit());
     }
     const crashed = await data.create("0c".repeat(16));
     await crashed.write(new Uint8Array(5));
-    const removed = await data.sweep((id) => id === ID_A);
+    const removed = await data.sweep(new Map([[ID_A, refs[0]]]));
     assert.equal(removed, 2);
     assert.deepEqual(await filesUnder(root, "shards"), [`shards/0a/${ID_A}.0`]);
     assert.deepEqual(await filesUnder(root, "tmp"), []);

@@ -15,10 +15,12 @@
  */
 import type { DataRef } from "../meta/records.ts";
 
-/** Data retired at an epoch. */
+/** Removals deferred at an epoch. */
 interface Retired {
   epoch: number;
-  refs: DataRef[];
+  /** How many refs (or other removals) `run` performs. */
+  count: number;
+  run(): void;
 }
 
 /** Defers the removal of retired data until the reads that may use it are done. */
@@ -48,14 +50,24 @@ export class Reclaimer {
   /** Hands over data no record references any more (call after the commit that dropped it). */
   retire(refs: DataRef[]): void {
     if (refs.length === 0) return;
-    this.#pending.push({ epoch: this.#epoch, refs });
+    this.defer(() => {
+      for (const ref of refs) this.remove(ref);
+    }, refs.length);
+  }
+
+  /**
+   * Runs `removal` once every read active now has ended: for storage that a
+   * commit made unreachable other than by retiring refs (a compacted segment file).
+   */
+  defer(removal: () => void, count = 1): void {
+    this.#pending.push({ epoch: this.#epoch, count, run: removal });
     this.#epoch++;
     this.#collect();
   }
 
   /** Retired data still waiting for readers, in refs. */
   get pendingCount(): number {
-    return this.#pending.reduce((n, p) => n + p.refs.length, 0);
+    return this.#pending.reduce((n, p) => n + p.count, 0);
   }
 
   #collect(): void {
@@ -63,7 +75,7 @@ export class Reclaimer {
     for (const epoch of this.#active.keys()) oldest = Math.min(oldest, epoch);
     const keep: Retired[] = [];
     for (const p of this.#pending) {
-      if (p.epoch < oldest) { for (const ref of p.refs) this.remove(ref); }
+      if (p.epoch < oldest) p.run();
       else keep.push(p);
     }
     this.#pending = keep;

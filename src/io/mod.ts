@@ -148,5 +148,7 @@ export const KV_LIMITS = {
   /** Total size of the keys of one atomic commit. */
   totalKeySizeBytes: 81920,
   checksPerCommit: 100,
+  /** Keys one getMany may read. */
+  keysPerGetMany: 10,
   listBatch: 1000,
 } as const;

@@ -21,8 +21,34 @@ import {
   type ManifestPart,
   type ObjectRecord,
   type PartRecord,
+  sameData,
   type UploadRecord,
 } from "./records.ts";
+
+/**
+ * The keys `apply(cmd)` is about to read, so a group of commands can fetch
+ * them in one go (`GroupKv.prefetch`). A hint only: a key missing here is
+ * read when needed.
+ */
+export function readKeys(cmd: Command): KvKey[] {
+  switch (cmd.type) {
+    case "PutObject":
+    case "DeleteObject":
+    case "PutObjectTagging":
+      return [keys.bucket(cmd.bucket), keys.object(cmd.bucket, cmd.key)];
+    case "DeleteObjects":
+      return [keys.bucket(cmd.bucket), ...cmd.keys.map((k) => keys.object(cmd.bucket, k))];
+    case "UploadPart":
+      return [
+        keys.upload(cmd.bucket, cmd.key, cmd.uploadId),
+        keys.part(cmd.uploadId, cmd.part.partNumber),
+      ];
+    case "RelocateData":
+      return [keys.object(cmd.bucket, cmd.key)];
+    default:
+      return [];
+  }
+}
 
 /** The smallest part (bytes) allowed anywhere but last in a multipart upload. */
 export const MIN_PART_SIZE_BYTES = 5 * 1024 * 1024;
@@ -114,6 +140,15 @@ export async function apply(cmd: Command, kv: MetaKv, index: number): Promise<Ap
     }
     case "CompleteMultipartUpload":
       return await completeMultipartUpload(cmd, kv, batch);
+    case "RelocateData": {
+      const current = await kv.get<ObjectRecord>(keys.object(cmd.bucket, cmd.key));
+      if (!current?.value.data || !sameData(current.value.data, cmd.from)) {
+        return { garbage: [cmd.to] };
+      }
+      batch.set(keys.object(cmd.bucket, cmd.key), { ...current.value, data: cmd.to });
+      await batch.commit();
+      return { garbage: [cmd.from] };
+    }
     case "PutObjectTagging": {
       const current = await kv.get<ObjectRecord>(keys.object(cmd.bucket, cmd.key));
       if (!current) {

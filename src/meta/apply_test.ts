@@ -292,8 +292,9 @@ Deno.test("sweepMetadata() drops unreferenced manifests and orphan parts, keeps 
       .set(keys.manifest("orphan", 0), { parts: [{ partNumber: 1, data: dataRef(1), etag: "x" }] })
       .set(keys.part("gone", 1), { partNumber: 1, etag: "x", data: orphanPart, lastModifiedMs: 1 })
       .commit();
-    const ids = await sweepMetadata(kv);
-    assert.deepEqual([...ids].sort(), [live.data!.dataId, livePart.dataId].sort());
+    const refs = await sweepMetadata(kv);
+    assert.deepEqual([...refs.keys()].sort(), [live.data!.dataId, livePart.dataId].sort());
+    assert.deepEqual(refs.get(livePart.dataId), livePart);
     assert.equal(await kv.get(keys.manifest("orphan", 0)), null);
     assert.equal(await kv.get(keys.part("gone", 1)), null);
     assert.notEqual(await kv.get(keys.part("up", 1)), null);

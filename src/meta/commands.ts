@@ -67,7 +67,12 @@ export type Command =
   /** Sets (or with `tags: null`, removes) an object's tags; its data and time are unchanged. */
   | { type: "PutObjectTagging"; bucket: string; key: string; tags: TagSet | null }
   /** Sets (or with `rules: null`, removes) a bucket's CORS configuration. */
-  | { type: "PutBucketCors"; bucket: string; rules: CorsRule[] | null };
+  | { type: "PutBucketCors"; bucket: string; rules: CorsRule[] | null }
+  /**
+   * Moves an object's data to a new place (segment compaction): applies only
+   * while the object's data is still `from`; otherwise `to` is garbage.
+   */
+  | { type: "RelocateData"; bucket: string; key: string; from: DataRef; to: DataRef };
 
 /** What applying a command produced: a value for the caller and data no longer referenced. */
 export interface ApplyResult {

@@ -12,10 +12,11 @@
  * @module
  */
 import type { MetaKv } from "../io/mod.ts";
-import { apply } from "./apply.ts";
+import { apply, readKeys } from "./apply.ts";
 import { GroupKv } from "./group.ts";
 import type { ApplyResult, Command } from "./commands.ts";
 import {
+  type DataRef,
   keys,
   type ManifestChunk,
   type ObjectRecord,
@@ -25,7 +26,7 @@ import {
 
 export * from "./records.ts";
 export * from "./commands.ts";
-export { apply, MIN_PART_SIZE_BYTES, readManifest } from "./apply.ts";
+export { apply, MIN_PART_SIZE_BYTES, readKeys, readManifest } from "./apply.ts";
 export { compareKeys, GroupKv } from "./group.ts";
 
 /** The seam every metadata change goes through. */
@@ -85,6 +86,9 @@ export class LocalLog implements MetaLog {
     try {
       while (this.#queue.length > 0) {
         const group = this.#queue.splice(0, MAX_GROUP_COMMANDS);
+        await this.#group.prefetch(group.flatMap((p) => readKeys(p.cmd))).catch(() => {
+          // a failed read-ahead only means the commands read for themselves
+        });
         const outcomes: ({ ok: true; result: ApplyResult } | { ok: false; err: unknown })[] = [];
         for (const p of group) {
           try {
@@ -113,19 +117,19 @@ export class LocalLog implements MetaLog {
 
 /**
  * Removes metadata a crash left unreachable (manifest chunks no object names,
- * parts of uploads that no longer exist) and returns the set of data ids
- * still referenced. Run at startup, before serving.
+ * parts of uploads that no longer exist) and returns every data ref still
+ * referenced, by data id. Run at startup, before serving.
  */
-export async function sweepMetadata(kv: MetaKv): Promise<Set<string>> {
-  const live = new Set<string>();
+export async function sweepMetadata(kv: MetaKv): Promise<Map<string, DataRef>> {
+  const live = new Map<string, DataRef>();
   const manifests = new Set<string>();
   for await (const e of kv.list<ObjectRecord>({ prefix: ["cur"] })) {
-    if (e.value.data) live.add(e.value.data.dataId);
+    if (e.value.data) live.set(e.value.data.dataId, e.value.data);
     if (e.value.multipart) manifests.add(e.value.multipart.manifestId);
   }
   for await (const e of kv.list<ManifestChunk>({ prefix: ["manifest"] })) {
     if (manifests.has(e.key[1] as string)) {
-      for (const p of e.value.parts) live.add(p.data.dataId);
+      for (const p of e.value.parts) live.set(p.data.dataId, p.data);
     } else {
       await kv.atomic().delete(e.key).commit();
     }
@@ -135,7 +139,7 @@ export async function sweepMetadata(kv: MetaKv): Promise<Set<string>> {
     uploads.add(e.value.uploadId);
   }
   for await (const e of kv.list<PartRecord>({ prefix: ["part"] })) {
-    if (uploads.has(e.key[1] as string)) live.add(e.value.data.dataId);
+    if (uploads.has(e.key[1] as string)) live.set(e.value.data.dataId, e.value.data);
     else await kv.atomic().delete(e.key).commit();
   }
   return live;

@@ -49,7 +49,8 @@ export type TagSet = [key: string, value: string][];
 
 /**
  * Where an object's bytes live: one data id, its storage profile, and its size.
- * A shard file is named by `dataId` and shard index (see `src/data/`).
+ * A shard file is named by `dataId` and shard index; a small object's bytes
+ * are instead a record in a segment file, at `segment` (see `src/data/`).
  */
 export interface DataRef {
   /** 32 lower-case hex digits (128 random bits), chosen by the proposer. */
@@ -59,6 +60,21 @@ export interface DataRef {
   /** Parity shards. */
   m: number;
   sizeBytes: number;
+  /** Set when the bytes are packed into a segment file: which one, and where the record starts. */
+  segment?: SegmentLocation;
+}
+
+/** A record's place in a segment file. */
+export interface SegmentLocation {
+  /** The segment's 16 hex digit sequence number. */
+  id: string;
+  offsetBytes: number;
+}
+
+/** Whether two refs name the same bytes in the same place. */
+export function sameData(a: DataRef, b: DataRef): boolean {
+  return a.dataId === b.dataId && a.segment?.id === b.segment?.id &&
+    a.segment?.offsetBytes === b.segment?.offsetBytes;
 }
 
 /** An `x-amz-checksum-*` value stored with an object or part. */

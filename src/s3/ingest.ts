@@ -19,6 +19,8 @@ import { S3Error } from "./errors.ts";
 import { MAX_PUT_SIZE_BYTES } from "./http.ts";
 import { decodeXmlText, MAX_XML_BODY_BYTES, readCappedBytes, readOrIncomplete } from "./xml.ts";
 import { inlineHashPool } from "./hashing.ts";
+import { SMALL_OBJECT_MAX_BYTES } from "../data/local.ts";
+import type { RecordOwner } from "../data/segment_record.ts";
 
 /** What a stored body produced. */
 export interface Ingested {
@@ -117,6 +119,11 @@ export interface Expectations {
   announcedSizeBytes?: number;
   md5Hex?: string;
   checksum?: ChecksumRequest;
+  /**
+   * The object the body is written for, when it becomes an object's whole
+   * data (PutObject, CopyObject): a small body is then packed into a segment.
+   */
+  owner?: RecordOwner;
 }
 
 /**
@@ -128,7 +135,7 @@ export interface Expectations {
 export async function ingest(
   ctx: S3Context,
   source: { stream: ReadableStream<Uint8Array>; trailers: Promise<Headers> },
-  opts: { maxSizeBytes?: number; uploadAlgorithm?: ChecksumAlgorithm } = {},
+  opts: { maxSizeBytes?: number; uploadAlgorithm?: ChecksumAlgorithm; owner?: RecordOwner } = {},
 ): Promise<Ingested> {
   const headers = ctx.req.headers;
   let expect: Expectations;
@@ -138,6 +145,7 @@ export async function ingest(
       announcedSizeBytes: announcedSizeBytes(headers),
       md5Hex: contentMd5Hex(headers),
       checksum: checksumRequest(headers, opts.uploadAlgorithm),
+      ...(opts.owner ? { owner: opts.owner } : {}),
     };
   } catch (err) {
     await source.stream.cancel().catch(() => {});
@@ -169,9 +177,13 @@ export async function storeStream(
       },
     );
   }
-  const hasher = await (ctx.deps.hashPool ?? inlineHashPool).open(wanted?.algorithm);
+  // A small body is hashed here: a round trip to a hashing worker costs more than its MD5.
+  const small = announced !== undefined && announced <= SMALL_OBJECT_MAX_BYTES;
+  const pool = small ? inlineHashPool : ctx.deps.hashPool ?? inlineHashPool;
+  const hasher = await pool.open(wanted?.algorithm);
   const writer = await ctx.deps.data.create(newDataId(ctx.deps.clock, ctx.deps.rng), {
     onBlock: (block) => hasher.update(block),
+    ...(small && expect.owner ? { packFor: expect.owner } : {}),
   });
   try {
     let sizeBytes = 0;
@@ -182,6 +194,13 @@ export async function storeStream(
         : await readOrIncomplete(reader);
       if (done) break;
       sizeBytes += value.length;
+      if (announced !== undefined && sizeBytes > announced) {
+        await reader.cancel().catch(() => {});
+        throw new S3Error(
+          "IncompleteBody",
+          `Received more than the announced ${announced} bytes`,
+        );
+      }
       if (sizeBytes > maxSizeBytes) {
         await reader.cancel().catch(() => {});
         throw new S3Error("EntityTooLarge", `Body exceeds the limit of ${maxSizeBytes} bytes`);

@@ -31,7 +31,15 @@ import {
   validateKey,
   writeObjectHeaders,
 } from "./http.ts";
-import { ingest, type Ingested, readVerifiedText, storeStream } from "./ingest.ts";
+import {
+  announcedSizeBytes,
+  ingest,
+  type Ingested,
+  readVerifiedText,
+  storeStream,
+} from "./ingest.ts";
+import type { RecordOwner } from "../data/segment_record.ts";
+import { SMALL_OBJECT_MAX_BYTES } from "../data/local.ts";
 import { asArray, parseXmlBody, renderXml } from "./xml.ts";
 import { requireBucket } from "./buckets.ts";
 import { refuseNonPrivateAcl } from "./acl.ts";
@@ -192,7 +200,35 @@ async function commitObject(
   } catch (err) {
     removeGarbage(ctx, [ingested.data]);
     throw err;
+  } finally {
+    ctx.deps.data.settle(ingested.data);
   }
+}
+
+/**
+ * Stores a request body once its bucket is known to exist. A small body
+ * (announced at most {@link SMALL_OBJECT_MAX_BYTES}) is stored while the
+ * bucket is looked up and released if the bucket is missing; a larger one
+ * is not read before the lookup succeeds.
+ *
+ * @throws {S3Error} `NoSuchBucket`, or what `store` throws
+ */
+async function storeInBucket(ctx: S3Context, store: () => Promise<Ingested>): Promise<Ingested> {
+  const announced = announcedSizeBytes(ctx.req.headers);
+  if (announced === undefined || announced > SMALL_OBJECT_MAX_BYTES) {
+    await requireBucket(ctx);
+    return await store();
+  }
+  const [bucket, stored] = await Promise.allSettled([requireBucket(ctx), store()]);
+  if (bucket.status === "rejected") {
+    if (stored.status === "fulfilled") {
+      removeGarbage(ctx, [stored.value.data]);
+      ctx.deps.data.settle(stored.value.data);
+    }
+    throw bucket.reason;
+  }
+  if (stored.status === "rejected") throw stored.reason;
+  return stored.value;
 }
 
 /** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html */
@@ -203,8 +239,10 @@ export async function PutObject(ctx: S3Context): Promise<Response> {
   const condition = writeCondition(headers);
   const { stored, userMeta } = readObjectHeaders(headers);
   const tags = taggingHeader(headers);
-  await requireBucket(ctx);
-  const ingested = await ingest(ctx, ctx.body());
+  const ingested = await storeInBucket(
+    ctx,
+    () => ingest(ctx, ctx.body(), { owner: { bucket: ctx.bucket, key: ctx.key } }),
+  );
   const record: ObjectRecord = {
     ...stored,
     ...(tags && tags.length > 0 ? { tags } : {}),
@@ -448,13 +486,17 @@ export async function copySource(
   return { ...src, record: layout.record, layout };
 }
 
-/** Copies bytes `[start, end)` of a source object into new data, recomputing MD5 and checksum. */
+/**
+ * Copies bytes `[start, end)` of a source object into new data, recomputing
+ * MD5 and checksum; with `owner`, the copy is that object's whole data.
+ */
 export async function copyBytes(
   ctx: S3Context,
   layout: ObjectLayout,
   start: number,
   end: number,
   algorithm?: ChecksumAlgorithm,
+  owner?: RecordOwner,
 ): Promise<Ingested> {
   return await storeStream(
     ctx,
@@ -466,6 +508,7 @@ export async function copyBytes(
       maxSizeBytes: MAX_PUT_SIZE_BYTES,
       announcedSizeBytes: end - start,
       fromClient: false,
+      ...(owner ? { owner } : {}),
       ...(algorithm ? { checksum: { algorithm, fromTrailer: false } } : {}),
     },
   );
@@ -523,7 +566,10 @@ export async function CopyObject(ctx: S3Context): Promise<Response> {
       );
     }
     const algorithm = askedAlgorithm ?? src.record.checksum?.algorithm;
-    const ingested = await copyBytes(ctx, src.layout, 0, src.record.sizeBytes, algorithm);
+    const ingested = await copyBytes(ctx, src.layout, 0, src.record.sizeBytes, algorithm, {
+      bucket: ctx.bucket,
+      key: ctx.key,
+    });
     return { src, ingested };
   });
   const base = fromRequest ? { ...fromRequest.stored, userMeta: fromRequest.userMeta } : {

@@ -4,7 +4,14 @@
  *
  * @module
  */
-import type { KvAtomic, KvEntry, KvKey, KvSelector, MetaKv } from "../mod.ts";
+import {
+  KV_LIMITS,
+  type KvAtomic,
+  type KvEntry,
+  type KvKey,
+  type KvSelector,
+  type MetaKv,
+} from "../mod.ts";
 
 /** Opens (creating if needed) the Deno KV database file at `path`. */
 export async function openDenoKv(path: string): Promise<MetaKv> {
@@ -24,8 +31,10 @@ class DenoMetaKv implements MetaKv {
 
   async getMany<T>(keys: KvKey[]): Promise<(KvEntry<T> | null)[]> {
     const out: (KvEntry<T> | null)[] = [];
-    for (let i = 0; i < keys.length; i += 10) {
-      const batch = await this.kv.getMany<T[]>(keys.slice(i, i + 10) as Deno.KvKey[]);
+    for (let i = 0; i < keys.length; i += KV_LIMITS.keysPerGetMany) {
+      const batch = await this.kv.getMany<T[]>(
+        keys.slice(i, i + KV_LIMITS.keysPerGetMany) as Deno.KvKey[],
+      );
       for (const e of batch) {
         out.push(
           e.versionstamp === null ? null : {
