@@ -237,7 +237,10 @@ export class SegmentStore {
     this.#active = null;
   }
 
-  /** Seals the active segment: the next append starts a new one. */
+  /**
+   * Seals the active segment: the next append starts a new one. Call only
+   * while no append is in flight (tests, tools); writes seal by themselves.
+   */
   seal(): void {
     this.#seal();
   }
