@@ -177,10 +177,8 @@ export async function storeStream(
       },
     );
   }
-  // A small body is hashed here: a round trip to a hashing worker costs more than its MD5.
   const small = announced !== undefined && announced <= SMALL_OBJECT_MAX_BYTES;
-  const pool = small ? inlineHashPool : ctx.deps.hashPool ?? inlineHashPool;
-  const hasher = await pool.open(wanted?.algorithm);
+  const hasher = await (ctx.deps.hashPool ?? inlineHashPool).open(wanted?.algorithm);
   const writer = await ctx.deps.data.create(newDataId(ctx.deps.clock, ctx.deps.rng), {
     onBlock: (block) => hasher.update(block),
     ...(small && expect.owner ? { packFor: expect.owner } : {}),

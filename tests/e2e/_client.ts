@@ -10,6 +10,7 @@ import { createHash, randomBytes as nodeRandomBytes } from "node:crypto";
 import { S3Client } from "@aws-sdk/client-s3";
 import { formatAmzDate, sha256Hex, signRequest } from "../../src/auth/sign.ts";
 import { type Credentials, dataFiles, type ServerProcess } from "./_server.ts";
+import { SMALL_OBJECT_MAX_BYTES } from "../../src/data/local.ts";
 
 export const REGION = "us-east-1";
 /** SHA-256 of the empty string. */
@@ -236,6 +237,17 @@ async function signedText(server: ServerProcess, path: string, query = ""): Prom
  * How many shard files the committed state needs: one per plain object, one per part of
  * a multipart object (from its `-N` ETag), one per part of an in-progress upload.
  */
+/**
+ * Shard files one object needs: one per part of a multipart object (its
+ * `-N` ETag), one for a plain object, none for one packed into a segment
+ * (at most {@link SMALL_OBJECT_MAX_BYTES}, ADR 0008).
+ */
+export function shardFilesOf(etag: string, sizeBytes: number): number {
+  const m = /-(\d+)(&quot;|")?$/.exec(etag);
+  if (m) return Number(m[1]);
+  return sizeBytes > SMALL_OBJECT_MAX_BYTES ? 1 : 0;
+}
+
 export async function expectedShardCount(server: ServerProcess): Promise<number> {
   let count = 0;
   const buckets = xmlTexts(await signedText(server, "/"), "Name");
@@ -244,9 +256,8 @@ export async function expectedShardCount(server: ServerProcess): Promise<number>
     do {
       const q = `list-type=2${token ? `&continuation-token=${encodeURIComponent(token)}` : ""}`;
       const page = await signedText(server, `/${b}`, q);
-      for (const etag of xmlTexts(page, "ETag")) {
-        const m = /-(\d+)(&quot;|")?$/.exec(etag);
-        count += m ? Number(m[1]) : 1;
+      for (const c of xmlTexts(page, "Contents")) {
+        count += shardFilesOf(xmlText(c, "ETag")!, Number(xmlText(c, "Size")));
       }
       token = xmlText(page, "NextContinuationToken");
     } while (token);

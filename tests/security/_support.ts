@@ -29,6 +29,7 @@ import {
   startServer,
   TEST_CREDENTIALS,
 } from "../e2e/_server.ts";
+import { shardFilesOf } from "../e2e/_client.ts";
 
 export { dataFiles, type ServerProcess, startServer, TEST_CREDENTIALS };
 export type { Credentials };
@@ -632,15 +633,22 @@ async function okText(server: ServerProcess, req: S3Request): Promise<string> {
 }
 
 /** Every key of `bucket` (ListObjectsV2, url-encoded, all pages) with its listed ETag. */
-export async function listKeys(server: ServerProcess, bucket: string): Promise<[string, string][]> {
-  const out: [string, string][] = [];
+export async function listKeys(
+  server: ServerProcess,
+  bucket: string,
+): Promise<[key: string, etag: string, sizeBytes: number][]> {
+  const out: [string, string, number][] = [];
   let token: string | undefined;
   do {
     const query = `encoding-type=url&list-type=2` +
       (token ? `&continuation-token=${encodeURIComponent(token)}` : "");
     const page = await okText(server, { method: "GET", path: `/${bucket}`, query });
     for (const c of xmlTexts(page, "Contents")) {
-      out.push([decodeURIComponent(xmlText(c, "Key")!), unescapeXml(xmlText(c, "ETag")!)]);
+      out.push([
+        decodeURIComponent(xmlText(c, "Key")!),
+        unescapeXml(xmlText(c, "ETag")!),
+        Number(xmlText(c, "Size")),
+      ]);
     }
     token = xmlText(page, "NextContinuationToken");
     if (token) token = unescapeXml(token);
@@ -745,15 +753,14 @@ export async function assertUnchanged(
 }
 
 /**
- * How many shard files the committed state needs: one per plain object, one per part of
- * a multipart object (its `-N` ETag), one per part of an in-progress upload.
+ * How many shard files the committed state needs: see {@link shardFilesOf}, plus one per
+ * part of an in-progress upload.
  */
 export async function expectedShardCount(server: ServerProcess): Promise<number> {
   let count = 0;
   for (const b of await listBuckets(server)) {
-    for (const [, etag] of await listKeys(server, b)) {
-      const m = /-(\d+)"?$/.exec(etag);
-      count += m ? Number(m[1]) : 1;
+    for (const [, etag, sizeBytes] of await listKeys(server, b)) {
+      count += shardFilesOf(etag, sizeBytes);
     }
     for (const [key, id] of await listUploads(server, b)) {
       const parts = await okText(server, {
