@@ -21,8 +21,6 @@ import denoJson from "./deno.json" with { type: "json" };
 const VERSION = denoJson.version;
 /** How long SIGINT / SIGTERM wait for in-flight requests before exiting. */
 const SHUTDOWN_GRACE_MS = 10_000;
-/** How often segments are checked for compaction (ADR 0008). */
-const COMPACTION_INTERVAL_MS = 30_000;
 
 const USAGE = `hamster: a self-hosted, S3-compatible object store
 
@@ -43,6 +41,9 @@ Flags:
   -region NAME    the region reported and signed for (default us-east-1)
   -tls-cert FILE  serve HTTPS with this PEM certificate chain (needs -tls-key)
   -tls-key FILE   the PEM private key of -tls-cert
+  -compaction-interval DURATION
+                  how often small-object segments are checked for
+                  compaction: 500ms, 30s, 5m (default 30s)
 
 Credentials: HAMSTER_ACCESS_KEY_ID and HAMSTER_SECRET_ACCESS_KEY. With neither
 set, a key pair is generated on first start, stored in DIR/credentials.json
@@ -69,6 +70,7 @@ function parseServeArgs(args: string[]) {
         region: { type: "string", default: "us-east-1" },
         "tls-cert": { type: "string" },
         "tls-key": { type: "string" },
+        "compaction-interval": { type: "string", default: "30s" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -89,6 +91,15 @@ function parseServeArgs(args: string[]) {
   if ((v["tls-cert"] === undefined) !== (v["tls-key"] === undefined)) {
     throw new UsageError("Give both -tls-cert and -tls-key, or neither");
   }
+  const interval = /^(\d+)(ms|s|m)$/.exec(v["compaction-interval"]!);
+  const compactionIntervalMs = interval
+    ? Number(interval[1]) * { ms: 1, s: 1000, m: 60_000 }[interval[2] as "ms" | "s" | "m"]
+    : NaN;
+  if (!(compactionIntervalMs > 0 && compactionIntervalMs <= 2 ** 31 - 1)) {
+    throw new UsageError(
+      `Bad -compaction-interval "${v["compaction-interval"]}": want a duration such as 30s`,
+    );
+  }
   return {
     tlsCertFile: v["tls-cert"],
     tlsKeyFile: v["tls-key"],
@@ -98,6 +109,7 @@ function parseServeArgs(args: string[]) {
     port: Number(m[2]),
     domain: v.domain,
     region: v.region!,
+    compactionIntervalMs,
   };
 }
 
@@ -196,7 +208,7 @@ async function serve(args: string[]): Promise<void> {
     } catch (err) {
       console.error("compaction:", err);
     }
-  }, COMPACTION_INTERVAL_MS);
+  }, opts.compactionIntervalMs);
   const app = createS3App({
     kv,
     log,

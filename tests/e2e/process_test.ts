@@ -172,6 +172,75 @@ Deno.test("hamster serve restarted on the same data dir (after SIGINT) serves th
   }
 });
 
+Deno.test("after a restart, compaction moves the live small objects out of a mostly overwritten segment and removes it", async () => {
+  const dataDir = await makeTempDir();
+  const segments = async () =>
+    (await Array.fromAsync(Deno.readDir(`${dataDir}/segments`))).map((e) => e.name).sort();
+  try {
+    const first = await startServer({ dataDir });
+    const want = new Map<string, Uint8Array>();
+    try {
+      await put(first, "/packed", "");
+      // 40 keys written five times: 200 records, of which the last 40 stay live.
+      for (let round = 0; round < 5; round++) {
+        await Promise.all(Array.from({ length: 40 }, async (_, i) => {
+          const body = randomBytes(1 + ((round * 40 + i) * 997) % 20_000);
+          want.set(`/packed/k${i}`, body);
+          await put(first, `/packed/k${i}`, body);
+        }));
+      }
+      // Overwrite 35 of them once more with small bodies: 235 records, 40 of them live,
+      // holding well under half of the segment's bytes.
+      for (let i = 0; i < 35; i++) {
+        const body = randomBytes(100 + i);
+        want.set(`/packed/k${i}`, body);
+        await put(first, `/packed/k${i}`, body);
+      }
+      assert.equal((await first.signal("SIGTERM")).code, 0, first.output);
+    } finally {
+      await first.signal("SIGTERM");
+    }
+    const before = await segments();
+    assert.equal(before.length, 1, `one segment before the restart: ${before}`);
+    // The restart seals that segment; the writes below go to a new one, and compaction
+    // (every 200 ms here) empties the old one once its records are moved.
+    const second = await startServer({ dataDir, args: ["-compaction-interval", "200ms"] });
+    try {
+      const extra = randomBytes(4096);
+      want.set("/packed/after", extra);
+      await put(second, "/packed/after", extra);
+      const compacted = /Compaction: 1 segment\(s\) emptied, 40 object\(s\) moved/;
+      for (
+        let i = 0;
+        i < 100 && ((await segments()).includes(before[0]) || !compacted.test(second.output));
+        i++
+      ) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(!(await segments()).includes(before[0]), `segment ${before[0]} was not compacted`);
+      assert.match(second.output, compacted);
+      for (const [path, body] of want) {
+        assert.deepEqual(await getBytes(second, path), { status: 200, body }, path);
+      }
+      await assertStoreClean(second);
+      assert.equal((await second.signal("SIGINT")).code, 0, second.output);
+    } finally {
+      await second.signal("SIGTERM");
+    }
+    // A third start finds the relocated records where the metadata says.
+    const third = await startServer({ dataDir });
+    try {
+      for (const [path, body] of want) {
+        assert.deepEqual(await getBytes(third, path), { status: 200, body }, path);
+      }
+    } finally {
+      await third.stop();
+    }
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});
+
 /** Opens a raw PUT of `totalBytes` and sends the first `sentBytes` of `body`. */
 async function startRawUpload(
   server: ServerProcess,
@@ -336,7 +405,14 @@ Deno.test("hamster serve with only HAMSTER_ACCESS_KEY_ID set exits 2 with one li
 });
 
 Deno.test("hamster serve with an unknown flag or a bad value exits 2 with one line", async () => {
-  for (const args of [["serve", "-bogus"], ["serve", "-s3", "nonsense"], ["frobnicate"]]) {
+  for (
+    const args of [
+      ["serve", "-bogus"],
+      ["serve", "-s3", "nonsense"],
+      ["serve", "-compaction-interval", "5x"],
+      ["frobnicate"],
+    ]
+  ) {
     const out = await runHamster(args);
     assert.equal(out.timedOut, false);
     assert.equal(out.code, 2, `${args.join(" ")}: ${out.stdout}${out.stderr}`);
