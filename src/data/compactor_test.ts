@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { corruptByte } from "./_testing.ts";
 import { DenoDisk } from "../io/deno/disk.ts";
 import { openDenoKv } from "../io/deno/kv.ts";
 import type { MetaKv } from "../io/mod.ts";
@@ -111,21 +112,6 @@ async function exists(path: string): Promise<boolean> {
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return false;
     throw err;
-  }
-}
-
-/** Flips every bit of the byte at `offset` of a file in place. */
-async function corruptByte(path: string, offset: number): Promise<void> {
-  const file = await Deno.open(path, { read: true, write: true });
-  try {
-    const b = new Uint8Array(1);
-    await file.seek(offset, Deno.SeekMode.Start);
-    assert.equal(await file.read(b), 1);
-    b[0] ^= 0xff;
-    await file.seek(offset, Deno.SeekMode.Start);
-    await file.write(b);
-  } finally {
-    file.close();
   }
 }
 

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { corruptByte } from "./_testing.ts";
 import { DenoDisk } from "../io/deno/disk.ts";
 import type { DataRef } from "../meta/records.ts";
 import {
@@ -49,21 +50,6 @@ async function segFilesOnDisk(root: string): Promise<string[]> {
   const ids: string[] = [];
   for await (const e of Deno.readDir(`${root}/segments`)) ids.push(e.name.replace(/\.seg$/, ""));
   return ids.sort();
-}
-
-/** Flips every bit of the byte at `offset` of a file in place. */
-async function corruptByte(path: string, offset: number): Promise<void> {
-  const file = await Deno.open(path, { read: true, write: true });
-  try {
-    const b = new Uint8Array(1);
-    await file.seek(offset, Deno.SeekMode.Start);
-    assert.equal(await file.read(b), 1);
-    b[0] ^= 0xff;
-    await file.seek(offset, Deno.SeekMode.Start);
-    await file.write(b);
-  } finally {
-    file.close();
-  }
 }
 
 function statsOf(store: SegmentStore, id: string): SegmentStats {
