@@ -18,7 +18,7 @@ import type { DataRef } from "../meta/records.ts";
 import type { Disk, WriteHandle } from "../io/mod.ts";
 import { encodeShardHeader, SHARD_HEADER_SIZE_BYTES } from "./shard_file.ts";
 import type { RecordOwner } from "./segment_record.ts";
-import { SegmentStore, SMALL_OBJECT_MAX_BYTES } from "./segments.ts";
+import { readUpTo, SegmentStore, SMALL_OBJECT_MAX_BYTES } from "./segments.ts";
 
 export { SMALL_OBJECT_MAX_BYTES };
 
@@ -174,18 +174,10 @@ export class LocalDataPath implements DataPath {
             return;
           }
           const buf = new Uint8Array(Math.min(READ_CHUNK_BYTES, endByte - position));
-          let filled = 0;
-          while (filled < buf.length) {
-            const n = await handle.read(
-              buf.subarray(filled),
-              SHARD_HEADER_SIZE_BYTES + position + filled,
-            );
-            if (n === 0) {
-              throw new Error(`Shard file of "${ref.dataId}" is shorter than its metadata says`);
-            }
-            filled += n;
+          if (await readUpTo(handle, buf, SHARD_HEADER_SIZE_BYTES + position) < buf.length) {
+            throw new Error(`Shard file of "${ref.dataId}" is shorter than its metadata says`);
           }
-          position += filled;
+          position += buf.length;
           controller.enqueue(buf);
         } catch (err) {
           handle?.close();

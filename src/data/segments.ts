@@ -386,7 +386,16 @@ export class SegmentStore {
   }
 }
 
-async function readUpTo(handle: ReadHandle, buf: Uint8Array, offsetBytes: number): Promise<number> {
+/**
+ * Reads from `offsetBytes` until `buf` is full or the file ends.
+ *
+ * @returns the bytes read: less than `buf.length` only at the end of the file
+ */
+export async function readUpTo(
+  handle: ReadHandle,
+  buf: Uint8Array,
+  offsetBytes: number,
+): Promise<number> {
   let filled = 0;
   while (filled < buf.length) {
     const n = await handle.read(buf.subarray(filled), offsetBytes + filled);
