@@ -82,7 +82,10 @@ export interface DataPath {
   sweep(live: ReadonlyMap<string, DataRef>): Promise<number>;
 }
 
-/** A DataPath on one local disk, storing every object as one 1+0 shard. */
+/**
+ * A DataPath on one local disk: every object is one 1+0 shard file, or a
+ * record in a segment file when its writer asked for packing.
+ */
 export class LocalDataPath implements DataPath {
   readonly #disk: Disk;
   readonly #dirSyncs = new Map<string, DirSync>();

@@ -111,6 +111,14 @@ export function announcedSizeBytes(headers: Headers): number | undefined {
   return n;
 }
 
+/**
+ * Whether a body of this announced size is small: packed into a segment when
+ * it becomes an object's whole data (ADR 0008). An unannounced size is not small.
+ */
+export function isSmallBody(announcedSizeBytes: number | undefined): boolean {
+  return announcedSizeBytes !== undefined && announcedSizeBytes <= SMALL_OBJECT_MAX_BYTES;
+}
+
 /** What a stored body must match: its announced size, Content-MD5 and checksum. */
 export interface Expectations {
   maxSizeBytes: number;
@@ -177,7 +185,7 @@ export async function storeStream(
       },
     );
   }
-  const small = announced !== undefined && announced <= SMALL_OBJECT_MAX_BYTES;
+  const small = isSmallBody(announced);
   const hasher = await (ctx.deps.hashPool ?? inlineHashPool).open(wanted?.algorithm);
   const writer = await ctx.deps.data.create(newDataId(ctx.deps.clock, ctx.deps.rng), {
     onBlock: (block) => hasher.update(block),

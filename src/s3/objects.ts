@@ -35,11 +35,11 @@ import {
   announcedSizeBytes,
   ingest,
   type Ingested,
+  isSmallBody,
   readVerifiedText,
   storeStream,
 } from "./ingest.ts";
 import type { RecordOwner } from "../data/segment_record.ts";
-import { SMALL_OBJECT_MAX_BYTES } from "../data/local.ts";
 import { asArray, parseXmlBody, renderXml } from "./xml.ts";
 import { requireBucket } from "./buckets.ts";
 import { refuseNonPrivateAcl } from "./acl.ts";
@@ -207,15 +207,13 @@ async function commitObject(
 
 /**
  * Stores a request body once its bucket is known to exist. A small body
- * (announced at most {@link SMALL_OBJECT_MAX_BYTES}) is stored while the
- * bucket is looked up and released if the bucket is missing; a larger one
- * is not read before the lookup succeeds.
+ * ({@link isSmallBody}) is stored while the bucket is looked up and released
+ * if the bucket is missing; a larger one is not read before the lookup succeeds.
  *
  * @throws {S3Error} `NoSuchBucket`, or what `store` throws
  */
 async function storeInBucket(ctx: S3Context, store: () => Promise<Ingested>): Promise<Ingested> {
-  const announced = announcedSizeBytes(ctx.req.headers);
-  if (announced === undefined || announced > SMALL_OBJECT_MAX_BYTES) {
+  if (!isSmallBody(announcedSizeBytes(ctx.req.headers))) {
     await requireBucket(ctx);
     return await store();
   }
