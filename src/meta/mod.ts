@@ -36,6 +36,17 @@ export interface MetaLog {
    * @throws {MetaError} when the command cannot apply
    */
   propose(cmd: Command): Promise<ApplyResult>;
+  /**
+   * Resolves once this replica has applied every command committed before
+   * the call, so a read of the local replica made after it sees every write
+   * acknowledged before the call (a linearizable read). On a Raft cluster this
+   * is ReadIndex: the leader confirms it still leads and the replica waits
+   * until it has applied up to the leader's commit index.
+   *
+   * @throws when the barrier cannot be confirmed (no leader, or the leader lost its quorum)
+   * @see Ongaro 2014, "Consensus: Bridging Theory and Practice", §6.4 (ReadIndex)
+   */
+  readBarrier(): Promise<void>;
 }
 
 /** Commands applied together in one group commit, at most. */
@@ -67,6 +78,11 @@ export class LocalLog implements MetaLog {
   static async open(kv: MetaKv): Promise<LocalLog> {
     const applied = await kv.get<number>(keys.applied());
     return new LocalLog(kv, applied?.value ?? 0);
+  }
+
+  /** At once: `propose()` answers only after apply and flush, so every acknowledged write is readable. */
+  readBarrier(): Promise<void> {
+    return Promise.resolve();
   }
 
   /** The index of the last command applied. */

@@ -10,8 +10,7 @@
 import { OWNER, type S3Context, xmlResponse } from "./context.ts";
 import { S3Error } from "./errors.ts";
 import { readVerifiedText } from "./ingest.ts";
-import { requireBucket } from "./buckets.ts";
-import { requireObject } from "./objects.ts";
+import { requireBucket, requireObject } from "./lookup.ts";
 import { escapeXml, S3_XMLNS } from "./xml.ts";
 
 /** The one ACL every resource has: FULL_CONTROL for its owner. */

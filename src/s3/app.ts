@@ -19,6 +19,7 @@ import * as multipart from "./multipart.ts";
 import * as tagging from "./tagging.ts";
 import * as cors from "./cors.ts";
 import * as acl from "./acl.ts";
+import { Reads } from "./lookup.ts";
 
 /** The operation table: every AWS operation Hamster answers, by name. */
 export const OPERATIONS: Record<Operation, Handler> = {
@@ -61,6 +62,7 @@ export async function handleS3(req: Request, deps: ResolvedDeps): Promise<Respon
   const { rawPath, rawQuery } = splitRequestUrl(req.url);
   let res: Response;
   let bucket = "";
+  const reads = new Reads(deps);
   try {
     const url = parseUrl(req.url, rawPath, rawQuery);
     // HTTP/2 carries the host as :authority, which Deno puts in the URL only.
@@ -85,7 +87,7 @@ export async function handleS3(req: Request, deps: ResolvedDeps): Promise<Respon
       );
     }
     if (req.method === "OPTIONS") {
-      res = await cors.preflight(req, deps, target.bucket);
+      res = await cors.preflight(req, reads, target.bucket);
       res.headers.set("x-amz-request-id", requestId);
       return res;
     }
@@ -106,6 +108,7 @@ export async function handleS3(req: Request, deps: ResolvedDeps): Promise<Respon
       key: target.key,
       requestId,
       auth,
+      reads,
       body: () => {
         decoded ??= decodeBody(
           req.body ?? new ReadableStream({ start: (c) => c.close() }),
@@ -134,7 +137,9 @@ export async function handleS3(req: Request, deps: ResolvedDeps): Promise<Respon
     if (req.body && !req.bodyUsed) req.body.cancel().catch(() => {});
   }
   if (req.method !== "OPTIONS" && req.headers.has("origin")) {
-    await cors.addCorsHeaders(req, deps, bucket, res).catch((err) => deps.logError(requestId, err));
+    await cors.addCorsHeaders(req, reads, bucket, res).catch((err) =>
+      deps.logError(requestId, err)
+    );
   }
   res.headers.set("x-amz-request-id", requestId);
   res.headers.set("server", "Hamster");

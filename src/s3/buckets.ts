@@ -4,33 +4,22 @@
  *
  * @module
  */
-import { type BucketRecord, keys } from "../meta/mod.ts";
 import { OWNER, type S3Context, xmlResponse } from "./context.ts";
 import { S3Error } from "./errors.ts";
 import { readVerifiedText } from "./ingest.ts";
 import { isoDate, validateBucketName } from "./http.ts";
 import { asArray, parseXmlBody, renderXml } from "./xml.ts";
 import { refuseNonPrivateAcl } from "./acl.ts";
-
-/** Reads a bucket's record. @throws {S3Error} `NoSuchBucket` */
-export async function requireBucket(ctx: S3Context, bucket = ctx.bucket): Promise<BucketRecord> {
-  const e = await ctx.deps.kv.get<BucketRecord>(keys.bucket(bucket));
-  if (!e) {
-    throw new S3Error("NoSuchBucket", `Bucket "${bucket}" does not exist`, {
-      extra: { BucketName: bucket },
-    });
-  }
-  return e.value;
-}
+import { requireBucket } from "./lookup.ts";
 
 /** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListBuckets.html */
 export async function ListBuckets(ctx: S3Context): Promise<Response> {
   const buckets: { Name: string; CreationDate: string; BucketRegion: string }[] = [];
-  for await (const e of ctx.deps.kv.list<BucketRecord>({ prefix: keys.buckets() })) {
+  for await (const b of ctx.reads.buckets()) {
     buckets.push({
-      Name: e.value.name,
-      CreationDate: isoDate(e.value.createdMs),
-      BucketRegion: e.value.region,
+      Name: b.name,
+      CreationDate: isoDate(b.createdMs),
+      BucketRegion: b.region,
     });
   }
   return xmlResponse(renderXml("ListAllMyBucketsResult", {

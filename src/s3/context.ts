@@ -9,11 +9,12 @@ import type { DataPath } from "../data/local.ts";
 import type { Clock, MetaKv, Rng } from "../io/mod.ts";
 import type { MetaLog } from "../meta/mod.ts";
 import type { HashPool } from "./hashing.ts";
+import type { Reads } from "./lookup.ts";
 import type { Reclaimer } from "../data/reclaim.ts";
 
 /** The services an S3 endpoint runs on. */
 export interface S3Deps {
-  /** The local metadata replica, for reads. */
+  /** The local metadata replica, read only through `Reads` (`lookup.ts`). */
   kv: MetaKv;
   /** The seam every metadata change goes through. */
   log: MetaLog;
@@ -50,6 +51,8 @@ export interface S3Context {
   key: string;
   requestId: string;
   auth: AuthResult;
+  /** Every metadata read of this request; waits on the read barrier once. */
+  reads: Reads;
   /** The request's body, decoded from aws-chunked and checked against its signature. */
   body(): { stream: ReadableStream<Uint8Array>; trailers: Promise<Headers> };
 }

@@ -5,11 +5,11 @@
  * @see https://docs.aws.amazon.com/AmazonS3/latest/userguide/cors.html
  * @module
  */
-import { type BucketRecord, type CorsRule, keys } from "../meta/mod.ts";
-import { type S3Context, type S3Deps, xmlResponse } from "./context.ts";
+import type { CorsRule } from "../meta/mod.ts";
+import { type S3Context, xmlResponse } from "./context.ts";
 import { S3Error } from "./errors.ts";
 import { readVerifiedText } from "./ingest.ts";
-import { requireBucket } from "./buckets.ts";
+import { type Reads, requireBucket } from "./lookup.ts";
 import { asArray, parseXmlBody, renderXml } from "./xml.ts";
 
 /** The most rules one CORS configuration may hold. */
@@ -138,15 +138,13 @@ function allowOrigin(rule: CorsRule, origin: string): string {
  * @throws {S3Error} `BadRequest` without Origin or Access-Control-Request-Method; `AccessForbidden` when no rule allows it
  * @see https://docs.aws.amazon.com/AmazonS3/latest/API/RESTOPTIONSobject.html
  */
-export async function preflight(req: Request, deps: S3Deps, bucket: string): Promise<Response> {
+export async function preflight(req: Request, reads: Reads, bucket: string): Promise<Response> {
   const origin = req.headers.get("origin");
   const method = req.headers.get("access-control-request-method");
   if (origin === null || method === null) {
     throw new S3Error("BadRequest", "Insufficient information. Origin request header needed.");
   }
-  const record = bucket === ""
-    ? null
-    : (await deps.kv.get<BucketRecord>(keys.bucket(bucket)))?.value;
+  const record = bucket === "" ? null : await reads.bucket(bucket);
   if (!record?.cors) {
     throw new S3Error("AccessForbidden", "CORSResponse: CORS is not enabled for this bucket.");
   }
@@ -175,13 +173,13 @@ export async function preflight(req: Request, deps: S3Deps, bucket: string): Pro
 /** Adds CORS headers to the response of an actual (non-preflight) request that sent an Origin. */
 export async function addCorsHeaders(
   req: Request,
-  deps: S3Deps,
+  reads: Reads,
   bucket: string,
   res: Response,
 ): Promise<void> {
   const origin = req.headers.get("origin");
   if (origin === null || bucket === "") return;
-  const record = (await deps.kv.get<BucketRecord>(keys.bucket(bucket)))?.value;
+  const record = await reads.bucket(bucket);
   if (!record?.cors) return;
   const rule = matchCorsRule(record.cors, origin, req.method);
   if (!rule) return;

@@ -8,13 +8,12 @@
  *
  * @module
  */
-import type { MetaKv } from "../io/mod.ts";
-import { keys, type ObjectRecord } from "../meta/mod.ts";
+import type { ObjectRecord } from "../meta/mod.ts";
 import { OWNER, type S3Context, xmlResponse } from "./context.ts";
 import { S3Error } from "./errors.ts";
 import { isoDate } from "./http.ts";
 import { renderXml, type XmlElement } from "./xml.ts";
-import { requireBucket } from "./buckets.ts";
+import { type Reads, requireBucket } from "./lookup.ts";
 
 /** The most keys a page returns, and the default. */
 export const MAX_KEYS = 1000;
@@ -36,7 +35,7 @@ export interface ListPage {
  * `delimiter`, at most `maxKeys` entries (objects plus common prefixes).
  */
 export async function listPage(
-  kv: MetaKv,
+  reads: Reads,
   bucket: string,
   opts: { prefix: string; delimiter: string; after: string; maxKeys: number },
 ): Promise<ListPage> {
@@ -59,13 +58,7 @@ export async function listPage(
   let count = 0;
   scan: while (true) {
     let restarted = false;
-    for await (
-      const e of kv.list<ObjectRecord>(
-        { prefix: keys.objects(bucket), start: [...keys.objects(bucket), from] },
-        { batchSize: MAX_KEYS },
-      )
-    ) {
-      const key = e.key[2] as string;
+    for await (const { key, record } of reads.objects(bucket, from)) {
       if (!fromInclusive && key === from) continue;
       // Keys sharing a prefix are contiguous in UTF-8 order, and the scan starts inside them.
       if (!key.startsWith(prefix)) break scan;
@@ -86,7 +79,7 @@ export async function listPage(
           break;
         }
       }
-      page.contents.push({ key, record: e.value });
+      page.contents.push({ key, record });
       page.last = key;
       count++;
     }
@@ -179,7 +172,7 @@ export async function ListObjects(ctx: S3Context): Promise<Response> {
   const delimiter = listParam(q, "delimiter");
   const marker = listParam(q, "marker");
   const maxKeys = parseMaxKeys(q.get("max-keys"));
-  const page = await listPage(ctx.deps.kv, ctx.bucket, {
+  const page = await listPage(ctx.reads, ctx.bucket, {
     prefix,
     delimiter,
     after: marker,
@@ -221,7 +214,7 @@ export async function ListObjectsV2(ctx: S3Context): Promise<Response> {
     }
   }
   const maxKeys = parseMaxKeys(q.get("max-keys"));
-  const page = await listPage(ctx.deps.kv, ctx.bucket, { prefix, delimiter, after, maxKeys });
+  const page = await listPage(ctx.reads, ctx.bucket, { prefix, delimiter, after, maxKeys });
   const next = page.isTruncated && page.last !== undefined
     ? btoa(String.fromCharCode(...new TextEncoder().encode(page.last)))
     : undefined;

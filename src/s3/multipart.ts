@@ -9,7 +9,7 @@
  */
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
-import { type ChecksumValue, keys, type PartRecord, type UploadRecord } from "../meta/mod.ts";
+import type { ChecksumValue, PartRecord, UploadRecord } from "../meta/mod.ts";
 import { checksumHeader, compositeChecksum, parseChecksumAlgorithm } from "./checksums.ts";
 import { newId, OWNER, type S3Context, xmlResponse } from "./context.ts";
 import { S3Error } from "./errors.ts";
@@ -24,7 +24,7 @@ import {
   removeGarbage,
 } from "./objects.ts";
 import { taggingHeader } from "./tagging.ts";
-import { requireBucket } from "./buckets.ts";
+import { requireBucket, requireUpload } from "./lookup.ts";
 import { asArray, parseXmlBody, renderXml } from "./xml.ts";
 
 /** Upload ids Hamster issues: 48 lower-case hex digits. */
@@ -43,17 +43,6 @@ function uploadIdParam(ctx: S3Context): string {
 
 /** The highest part number. */
 export const MAX_PART_NUMBER = 10000;
-
-async function requireUpload(ctx: S3Context, uploadId: string): Promise<UploadRecord> {
-  const e = await ctx.deps.kv.get<UploadRecord>(keys.upload(ctx.bucket, ctx.key, uploadId));
-  if (!e) {
-    await requireBucket(ctx);
-    throw new S3Error("NoSuchUpload", `Upload "${uploadId}" does not exist`, {
-      extra: { UploadId: uploadId },
-    });
-  }
-  return e.value;
-}
 
 function parsePartNumber(v: string | null): number {
   const n = Number(v);
@@ -210,9 +199,7 @@ export async function CompleteMultipartUpload(ctx: S3Context): Promise<Response>
     }
   }
   const stored = new Map<number, PartRecord>();
-  for await (const e of ctx.deps.kv.list<PartRecord>({ prefix: keys.parts(uploadId) })) {
-    stored.set(e.value.partNumber, e.value);
-  }
+  for await (const part of ctx.reads.parts(uploadId)) stored.set(part.partNumber, part);
   const md5 = createHash("md5");
   const partChecksums: string[] = [];
   for (const p of parts) {
@@ -328,17 +315,12 @@ export async function ListParts(ctx: S3Context): Promise<Response> {
   const markerSet = ctx.query.has("part-number-marker");
   const parts: PartRecord[] = [];
   let isTruncated = false;
-  for await (
-    const e of ctx.deps.kv.list<PartRecord>({
-      prefix: keys.parts(uploadId),
-      start: keys.part(uploadId, markerSet ? marker + 1 : 1),
-    })
-  ) {
+  for await (const part of ctx.reads.parts(uploadId, markerSet ? marker + 1 : 1)) {
     if (parts.length === maxParts) {
       isTruncated = true;
       break;
     }
-    parts.push(e.value);
+    parts.push(part);
   }
   return xmlResponse(renderXml("ListPartsResult", {
     Bucket: ctx.bucket,
@@ -374,13 +356,12 @@ export async function ListMultipartUploads(ctx: S3Context): Promise<Response> {
   const uploads: { key: string; upload: UploadRecord }[] = [];
   const commonPrefixes: string[] = [];
   let isTruncated = false;
-  for await (const e of ctx.deps.kv.list<UploadRecord>({ prefix: keys.uploads(ctx.bucket) })) {
-    const key = e.key[2] as string;
+  for await (const { key, upload } of ctx.reads.uploads(ctx.bucket)) {
     if (!key.startsWith(prefix)) continue;
     const cmp = compareUtf8(key, keyMarker);
     if (
       keyMarker !== "" &&
-      (cmp < 0 || (cmp === 0 && (uploadIdMarker === "" || e.value.uploadId <= uploadIdMarker)))
+      (cmp < 0 || (cmp === 0 && (uploadIdMarker === "" || upload.uploadId <= uploadIdMarker)))
     ) continue;
     if (delimiter !== "") {
       const i = key.indexOf(delimiter, prefix.length);
@@ -399,7 +380,7 @@ export async function ListMultipartUploads(ctx: S3Context): Promise<Response> {
       isTruncated = true;
       break;
     }
-    uploads.push({ key, upload: e.value });
+    uploads.push({ key, upload });
   }
   const last = uploads[uploads.length - 1];
   return xmlResponse(renderXml("ListMultipartUploadsResult", {

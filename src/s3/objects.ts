@@ -8,15 +8,7 @@
  *
  * @module
  */
-import {
-  type ChecksumAlgorithm,
-  type DataRef,
-  keys,
-  type ManifestPart,
-  type ObjectRecord,
-  readManifest,
-  type WriteCondition,
-} from "../meta/mod.ts";
+import type { ChecksumAlgorithm, DataRef, ObjectRecord, WriteCondition } from "../meta/mod.ts";
 import { checksumHeader, parseChecksumAlgorithm } from "./checksums.ts";
 import { type S3Context, xmlResponse } from "./context.ts";
 import { S3Error } from "./errors.ts";
@@ -41,23 +33,9 @@ import {
 } from "./ingest.ts";
 import type { RecordOwner } from "../data/segment_record.ts";
 import { asArray, parseXmlBody, renderXml } from "./xml.ts";
-import { requireBucket } from "./buckets.ts";
+import { type ObjectLayout, requireBucket, requireObjectLayout } from "./lookup.ts";
 import { refuseNonPrivateAcl } from "./acl.ts";
 import { taggingHeader } from "./tagging.ts";
-
-/** Reads an object's record. @throws {S3Error} `NoSuchBucket`, `NoSuchKey` */
-export async function requireObject(
-  ctx: S3Context,
-  bucket: string,
-  key: string,
-): Promise<ObjectRecord> {
-  const e = await ctx.deps.kv.get<ObjectRecord>(keys.object(bucket, key));
-  if (!e) {
-    await requireBucket(ctx, bucket);
-    throw new S3Error("NoSuchKey", `Key "${key}" does not exist`, { extra: { Key: key } });
-  }
-  return e.value;
-}
 
 /**
  * Hands data no record references any more to the reclaimer, which removes
@@ -66,38 +44,6 @@ export async function requireObject(
  */
 export function removeGarbage(ctx: S3Context, garbage: DataRef[]): void {
   ctx.deps.reclaimer.retire(garbage);
-}
-
-/** An object's record with, for a multipart object, its whole manifest. */
-export interface ObjectLayout {
-  record: ObjectRecord;
-  parts?: ManifestPart[];
-}
-
-/**
- * Reads an object's record and manifest as one consistent pair: a concurrent
- * overwrite or delete may remove the manifest between the two reads, so a
- * manifest that does not add up to its record is read again with a fresh record.
- *
- * @throws {S3Error} `NoSuchBucket`, `NoSuchKey`; `SlowDown` if it keeps changing
- */
-export async function requireObjectLayout(
-  ctx: S3Context,
-  bucket: string,
-  key: string,
-): Promise<ObjectLayout> {
-  for (let attempt = 0; attempt < 8; attempt++) {
-    const record = await requireObject(ctx, bucket, key);
-    if (!record.multipart) return { record };
-    const parts = await readManifest(ctx.deps.kv, record.multipart);
-    const sizeBytes = parts.reduce((n, p) => n + p.data.sizeBytes, 0);
-    if (parts.length === record.multipart.partCount && sizeBytes === record.sizeBytes) {
-      return { record, parts };
-    }
-  }
-  throw new S3Error("SlowDown", `Key "${key}" is changing too fast to be read; retry`, {
-    headers: { "retry-after": "1" },
-  });
 }
 
 /** Wraps `stream` so that `release` runs once it ends, fails or is cancelled. */

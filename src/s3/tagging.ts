@@ -14,7 +14,7 @@ import { type S3Context, xmlResponse } from "./context.ts";
 import { S3Error } from "./errors.ts";
 import { readVerifiedText } from "./ingest.ts";
 import { validateKey } from "./http.ts";
-import { requireObject } from "./objects.ts";
+import { requireObject } from "./lookup.ts";
 import { asArray, parseXmlBody, renderXml } from "./xml.ts";
 
 /** The most tags one object may carry. */
