@@ -60,3 +60,46 @@ Deno.test("verifyRequest() binds a SigV2 presigned URL to its method, path, expi
     "AccessDenied",
   );
 });
+
+Deno.test("verifyRequest() signs a virtual-hosted SigV2 URL's bucket from the Host, as AWS's example", () => {
+  // AWS's example is virtual-hosted: GET /photos/puppy.jpg, Host johnsmith.s3.amazonaws.com.
+  const virtual = (rawPath: string, hostBucket: string | undefined) =>
+    code(() =>
+      verifyRequest(
+        { ...request("GET", rawPath, QUERY), hostBucket },
+        lookup,
+        BEFORE_EXPIRY_MS,
+        "us-east-1",
+      )
+    );
+  assert.equal(virtual("/photos/puppy.jpg", "johnsmith"), "none");
+  // The path-style URL replayed on another bucket's virtual host routes to that bucket.
+  assert.equal(virtual("/johnsmith/photos/puppy.jpg", "beta"), "SignatureDoesNotMatch");
+  assert.equal(virtual("/johnsmith/photos/puppy.jpg", "johnsmith"), "SignatureDoesNotMatch");
+  // The virtual-hosted URL sent path style, or to another virtual host.
+  assert.equal(virtual("/photos/puppy.jpg", undefined), "SignatureDoesNotMatch");
+  assert.equal(virtual("/photos/puppy.jpg", "photos"), "SignatureDoesNotMatch");
+});
+
+Deno.test("verifyRequest() refuses a SigV2 URL expiring more than 7 days (and the skew) ahead", () => {
+  const limitMs = (604800 + 15 * 60) * 1000;
+  const at = (nowMs: number) =>
+    code(() =>
+      verifyRequest(
+        request("GET", "/johnsmith/photos/puppy.jpg", QUERY),
+        lookup,
+        nowMs,
+        "us-east-1",
+      )
+    );
+  assert.equal(at(1175139620 * 1000 - limitMs), "none");
+  assert.equal(at(1175139620 * 1000 - limitMs - 1), "AuthorizationQueryParametersError");
+  assert.equal(at(0), "AuthorizationQueryParametersError");
+  try {
+    verifyRequest(request("GET", "/johnsmith/photos/puppy.jpg", QUERY), lookup, 0, "us-east-1");
+  } catch (err) {
+    assert.ok(err instanceof AuthError);
+    assert.equal(err.status, 400);
+    assert.match(err.message, /less than a week/);
+  }
+});
