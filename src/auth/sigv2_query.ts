@@ -60,12 +60,27 @@ const SIGNED_SUBRESOURCES = new Set([
 ]);
 
 /**
- * The SigV2 string to sign of a presigned request. The canonical resource starts with
- * `/` + `req.hostBucket` when the request is virtual-hosted, then the path as sent.
+ * The canonical resources a SigV2 presigned request may have been signed with: `/` +
+ * `req.hostBucket` when the request is virtual-hosted, then the path as sent. For a
+ * request on a bucket alone (`/bucket` or `/bucket/`) both spellings are tried: botocore
+ * signs `/bucket/` whichever form its URL has. Either names the same bucket, no other.
  *
  * @see https://docs.aws.amazon.com/AmazonS3/latest/API/RESTAuthentication.html#ConstructingTheCanonicalizedResourceElement
  */
-export function stringToSignV2(req: AuthRequest, query: QueryParam[], expires: string): string {
+export function canonicalResourcesV2(req: AuthRequest): string[] {
+  const resource = (req.hostBucket === undefined ? "" : `/${req.hostBucket}`) + req.rawPath;
+  const bucketOnly = /^\/[^/]+\/?$/.exec(resource);
+  if (bucketOnly === null) return [resource];
+  return resource.endsWith("/") ? [resource, resource.slice(0, -1)] : [resource, `${resource}/`];
+}
+
+/** The SigV2 string to sign of a presigned request, for one canonical resource path. */
+export function stringToSignV2(
+  req: AuthRequest,
+  query: QueryParam[],
+  expires: string,
+  resource: string,
+): string {
   const amz = [...req.headers.entries()]
     .filter(([name]) => name.startsWith("x-amz-"))
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
@@ -76,9 +91,8 @@ export function stringToSignV2(req: AuthRequest, query: QueryParam[], expires: s
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
     .map((p) => (p.value === "" ? p.name : `${p.name}=${p.value}`))
     .join("&");
-  const bucket = req.hostBucket === undefined ? "" : `/${req.hostBucket}`;
   return `${req.method}\n${req.headers.get("content-md5") ?? ""}\n` +
-    `${req.headers.get("content-type") ?? ""}\n${expires}\n${amz}${bucket}${req.rawPath}${
+    `${req.headers.get("content-type") ?? ""}\n${expires}\n${amz}${resource}${
       sub ? `?${sub}` : ""
     }`;
 }
@@ -127,13 +141,14 @@ export function verifyQueryAuthV2(
       },
     );
   }
-  const toSign = stringToSignV2(req, query, expires);
-  const expected = createHmac("sha1", secret).update(toSign, "utf8").digest("base64");
-  if (!signaturesEqual(expected, signature)) {
+  const candidates = canonicalResourcesV2(req).map((r) => stringToSignV2(req, query, expires, r));
+  const matches = (toSign: string) =>
+    signaturesEqual(createHmac("sha1", secret).update(toSign, "utf8").digest("base64"), signature);
+  if (!candidates.some(matches)) {
     throw new AuthError(
       "SignatureDoesNotMatch",
       "The request signature we calculated does not match the signature you provided",
-      { StringToSign: toSign, SignatureProvided: signature, AWSAccessKeyId: accessKeyId },
+      { StringToSign: candidates[0], SignatureProvided: signature, AWSAccessKeyId: accessKeyId },
     );
   }
   if (nowMs > Number(expires) * 1000) {

@@ -103,3 +103,26 @@ Deno.test("verifyRequest() refuses a SigV2 URL expiring more than 7 days (and th
     assert.match(err.message, /less than a week/);
   }
 });
+
+Deno.test("verifyRequest() takes botocore's SigV2 bucket URLs, signed /bucket/, in both styles", () => {
+  // botocore 1.29 (Debian's python3-boto3), signature_version "s3", key AK / secret SK:
+  // list_objects(Bucket="alpha") made /alpha?... (path) and alpha.<domain>/?... (virtual),
+  // both with this signature, over the resource /alpha/.
+  const query = "encoding-type=url&AWSAccessKeyId=AK&Signature=tqDqqfzLEe6ugdwg1IyCGsYCBJQ%3D" +
+    "&Expires=1796409969";
+  const at = (rawPath: string, hostBucket?: string) =>
+    code(() =>
+      verifyRequest(
+        { ...request("GET", rawPath, query), hostBucket },
+        (id) => (id === "AK" ? "SK" : undefined),
+        1796409000 * 1000,
+        "us-east-1",
+      )
+    );
+  assert.equal(at("/alpha"), "none");
+  assert.equal(at("/alpha/"), "none");
+  assert.equal(at("/", "alpha"), "none");
+  assert.equal(at("/", "beta"), "SignatureDoesNotMatch");
+  assert.equal(at("/beta"), "SignatureDoesNotMatch");
+  assert.equal(at("/alpha", "beta"), "SignatureDoesNotMatch");
+});
