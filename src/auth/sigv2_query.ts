@@ -31,7 +31,7 @@ import {
 import type { AuthRequest, AuthResult, SecretLookup } from "./types.ts";
 
 /** The query parameters that are part of a SigV2 canonical resource. */
-const SIGNED_SUBRESOURCES = new Set([
+export const SIGNED_SUBRESOURCES: ReadonlySet<string> = new Set([
   "acl",
   "cors",
   "delete",

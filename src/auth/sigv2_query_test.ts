@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { AuthError } from "./errors.ts";
 import { verifyRequest } from "./verify.ts";
+import { presignRequestV2 } from "./sign.ts";
 
 const SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 const lookup = (id: string) => (id === "AKIAIOSFODNN7EXAMPLE" ? SECRET : undefined);
@@ -125,4 +126,15 @@ Deno.test("verifyRequest() takes botocore's SigV2 bucket URLs, signed /bucket/, 
   assert.equal(at("/", "beta"), "SignatureDoesNotMatch");
   assert.equal(at("/beta"), "SignatureDoesNotMatch");
   assert.equal(at("/alpha", "beta"), "SignatureDoesNotMatch");
+});
+
+Deno.test("presignRequestV2() (the tests' SigV2 signer) makes AWS's published example", () => {
+  const query = presignRequestV2({
+    method: "GET",
+    resource: "/johnsmith/photos/puppy.jpg",
+    headers: { host: "johnsmith.s3.amazonaws.com" },
+    credentials: { accessKeyId: "AKIAIOSFODNN7EXAMPLE", secretAccessKey: SECRET },
+    expiresAtSec: 1175139620,
+  });
+  assert.equal(query, QUERY);
 });
