@@ -28,6 +28,9 @@ export const STREAMING_ECDSA_TRAILER = "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD
 /** Largest difference between a request's time and the server's, as AWS: 15 minutes. */
 export const MAX_SKEW_MS = 15 * 60 * 1000;
 
+/** Longest validity of a presigned URL, as AWS: 7 days in seconds. */
+export const MAX_PRESIGNED_EXPIRES_SEC = 604800;
+
 /** Lower-case hex SHA-256 of `data` (strings are hashed as UTF-8). */
 export function sha256Hex(data: string | Uint8Array): string {
   return createHash("sha256").update(data).digest("hex");

@@ -24,6 +24,8 @@ import {
   trailerStringToSign,
   uriEncode,
 } from "./_sigv4.ts";
+import { createHmac } from "node:crypto";
+import { SIGNED_SUBRESOURCES } from "./sigv2_query.ts";
 
 export { formatAmzDate, sha256Hex };
 
@@ -221,4 +223,43 @@ export function encodeUnsignedChunks(
   for (const [n, v] of trailers) parts.push(utf8.encode(`${n}:${v}\r\n`));
   parts.push(utf8.encode("\r\n"));
   return concat(parts);
+}
+
+/**
+ * Presigns a request with Signature Version 2 (`AWSAccessKeyId`, `Expires`, `Signature`),
+ * as boto3's `generate_presigned_url` with signature version `s3` does: returns the raw
+ * query to send (the input's query, then the three parameters). `resource` is the bucket
+ * and path as signed, `/bucket/key` in either addressing style; the `content-md5`,
+ * `content-type` and `x-amz-*` headers given are signed and must be sent.
+ *
+ * @see https://docs.aws.amazon.com/AmazonS3/latest/API/RESTAuthentication.html#RESTAuthenticationQueryStringAuth
+ */
+export function presignRequestV2(input: {
+  method: string;
+  resource: string;
+  rawQuery?: string;
+  headers: HeadersInit;
+  credentials: Credentials;
+  /** When the URL expires, seconds since the Unix epoch. */
+  expiresAtSec: number;
+}): string {
+  const headers = new Headers(input.headers);
+  const amz = [...headers.keys()].filter((n) => n.startsWith("x-amz-")).sort()
+    .map((n) => `${n}:${canonicalHeaderValue(headers.get(n)!)}\n`).join("");
+  const sub = (input.rawQuery ?? "").split("&").filter((p) => p !== "")
+    .map((p) => {
+      const eq = p.indexOf("=");
+      return eq < 0 ? [p, ""] : [p.slice(0, eq), decodeURIComponent(p.slice(eq + 1))];
+    })
+    .filter(([name]) => SIGNED_SUBRESOURCES.has(name))
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([name, value]) => (value === "" ? name : `${name}=${value}`)).join("&");
+  const toSign = `${input.method}\n${headers.get("content-md5") ?? ""}\n` +
+    `${headers.get("content-type") ?? ""}\n${input.expiresAtSec}\n${amz}${input.resource}` +
+    (sub ? `?${sub}` : "");
+  const signature = createHmac("sha1", input.credentials.secretAccessKey).update(toSign, "utf8")
+    .digest("base64");
+  const params = `AWSAccessKeyId=${uriEncode(input.credentials.accessKeyId, false)}` +
+    `&Expires=${input.expiresAtSec}&Signature=${uriEncode(signature, false)}`;
+  return input.rawQuery ? `${input.rawQuery}&${params}` : params;
 }

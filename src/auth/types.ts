@@ -16,6 +16,12 @@ export interface AuthRequest {
   rawQuery: string;
   /** The request headers, `Host` included. */
   headers: Headers;
+  /**
+   * The bucket the request is routed to when the Host header names it (virtual-hosted
+   * style); absent for path-style requests, whose path names the bucket. SigV2 signs it
+   * ahead of the path; SigV4 needs no such field (it signs the Host header itself).
+   */
+  hostBucket?: string;
 }
 
 /** The secret access key of an access key id, or `undefined` when the id is unknown. */

@@ -15,6 +15,7 @@ import {
   canonicalUri,
   formatAmzDate,
   hmacHex,
+  MAX_PRESIGNED_EXPIRES_SEC,
   MAX_SKEW_MS,
   parseAmzDate,
   parseHttpDate,
@@ -36,8 +37,7 @@ import {
 import type { AuthRequest, AuthResult, Payload, SecretLookup } from "./types.ts";
 import { verifyQueryAuthV2 } from "./sigv2_query.ts";
 
-/** Longest validity of a presigned URL, as AWS: 7 days in seconds. */
-export const MAX_PRESIGNED_EXPIRES_SEC = 604800;
+export { MAX_PRESIGNED_EXPIRES_SEC };
 
 const SIGV2_UNSUPPORTED =
   "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256";

@@ -92,7 +92,13 @@ export async function handleS3(req: Request, deps: ResolvedDeps): Promise<Respon
       return res;
     }
     const auth = verifyRequest(
-      { method: req.method, rawPath, rawQuery, headers },
+      {
+        method: req.method,
+        rawPath,
+        rawQuery,
+        headers,
+        hostBucket: target.virtualHosted ? target.bucket : undefined,
+      },
       deps.secretFor,
       deps.clock.nowMs(),
       deps.region,

@@ -140,15 +140,21 @@ Deno.test("resolveTarget() decodes path-style and virtual-hosted addresses", () 
   assert.deepEqual(resolveTarget("/b/a%20b/c%2Fd", "h", undefined), {
     bucket: "b",
     key: "a b/c/d",
+    virtualHosted: false,
   });
-  assert.deepEqual(resolveTarget("/b", "h"), { bucket: "b", key: "" });
-  assert.deepEqual(resolveTarget("/b/", "h"), { bucket: "b", key: "" });
-  assert.deepEqual(resolveTarget("/", "h"), { bucket: "", key: "" });
+  assert.deepEqual(resolveTarget("/b", "h"), { bucket: "b", key: "", virtualHosted: false });
+  assert.deepEqual(resolveTarget("/b/", "h"), { bucket: "b", key: "", virtualHosted: false });
+  assert.deepEqual(resolveTarget("/", "h"), { bucket: "", key: "", virtualHosted: false });
   assert.deepEqual(resolveTarget("/k/x", "my.bucket.s3.local:9000", "s3.local"), {
     bucket: "my.bucket",
     key: "k/x",
+    virtualHosted: true,
   });
-  assert.deepEqual(resolveTarget("/b/k", "other:9000", "s3.local"), { bucket: "b", key: "k" });
+  assert.deepEqual(resolveTarget("/b/k", "other:9000", "s3.local"), {
+    bucket: "b",
+    key: "k",
+    virtualHosted: false,
+  });
   assert.equal(code(() => resolveTarget("/b/%ff", "h")), "InvalidURI");
 });
 

@@ -81,6 +81,8 @@ const UNSUPPORTED_SUBRESOURCES = new Set([
 export interface Target {
   bucket: string;
   key: string;
+  /** true when the bucket came from the Host header (virtual-hosted style), not the path. */
+  virtualHosted: boolean;
 }
 
 /**
@@ -99,13 +101,17 @@ export function resolveTarget(pathname: string, host: string | null, domain?: st
   if (domain && host) {
     const hostname = host.replace(/:\d+$/, "").toLowerCase();
     if (hostname.endsWith(`.${domain}`)) {
-      return { bucket: hostname.slice(0, -domain.length - 1), key: decoded.slice(1) };
+      return {
+        bucket: hostname.slice(0, -domain.length - 1),
+        key: decoded.slice(1),
+        virtualHosted: true,
+      };
     }
   }
   const rest = decoded.slice(1);
   const slash = rest.indexOf("/");
-  if (slash === -1) return { bucket: rest, key: "" };
-  return { bucket: rest.slice(0, slash), key: rest.slice(slash + 1) };
+  if (slash === -1) return { bucket: rest, key: "", virtualHosted: false };
+  return { bucket: rest.slice(0, slash), key: rest.slice(slash + 1), virtualHosted: false };
 }
 
 /**

@@ -111,5 +111,41 @@ def presign():
     }
 
 
+def presign_hosts():
+    """SigV2 (and SigV4) presigned URLs under a virtual-host domain, in both addressing styles.
+
+    Puts alpha/secret, beta/secret and beta/alpha/secret through HAMSTER_ENDPOINT (path
+    style, outside the domain); the URLs are made for HAMSTER_DOMAIN_ENDPOINT
+    (http://s3.localhost:PORT), which does not resolve everywhere: the test sends them.
+    """
+    s3 = client()
+    for bucket, key in [("alpha", "secret"), ("beta", "secret"), ("beta", "alpha/secret")]:
+        if bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+            s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key=key, Body=f"{bucket}/{key}".encode())
+
+    def presigner(style, version):
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=os.environ["HAMSTER_DOMAIN_ENDPOINT"],
+            region_name="us-east-1",
+            config=Config(signature_version=version, s3={"addressing_style": style}),
+        )
+
+    out = {}
+    for style in ["path", "virtual"]:
+        v2 = presigner(style, "s3")
+        v4 = presigner(style, "s3v4")
+        out[style] = {
+            "get": v2.generate_presigned_url("get_object", Params={"Bucket": "alpha", "Key": "secret"}, ExpiresIn=300),
+            "put": v2.generate_presigned_url("put_object", Params={"Bucket": "alpha", "Key": f"upload-{style}"}, ExpiresIn=300),
+            "list": v2.generate_presigned_url("list_objects", Params={"Bucket": "alpha"}, ExpiresIn=300),
+            "week": v2.generate_presigned_url("get_object", Params={"Bucket": "alpha", "Key": "secret"}, ExpiresIn=604800),
+            "eightDays": v2.generate_presigned_url("get_object", Params={"Bucket": "alpha", "Key": "secret"}, ExpiresIn=8 * 86400),
+            "v4get": v4.generate_presigned_url("get_object", Params={"Bucket": "alpha", "Key": "secret"}, ExpiresIn=300),
+        }
+    return out
+
+
 if __name__ == "__main__":
-    print(json.dumps({"transfer": transfer, "presign": presign}[sys.argv[1]]()))
+    print(json.dumps({"transfer": transfer, "presign": presign, "presign_hosts": presign_hosts}[sys.argv[1]]()))

@@ -9,6 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { createHash, randomBytes as nodeRandomBytes } from "node:crypto";
+import http from "node:http";
 import type { Credentials } from "../e2e/_server.ts";
 
 export const MIB = 1024 * 1024;
@@ -247,4 +248,49 @@ export function awsEnv(creds: Credentials, home: string): Record<string, string>
     AWS_EC2_METADATA_DISABLED: "true",
     AWS_PAGER: "",
   };
+}
+
+/** A response read whole by {@link sendWithHost}. */
+export interface RawResponse {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: Uint8Array;
+}
+
+/**
+ * Sends one request to 127.0.0.1:`port` with exactly the Host header given (fetch overrides
+ * Host, and `*.localhost` does not resolve everywhere), through node:http.
+ */
+export function sendWithHost(
+  port: number,
+  req: {
+    method: string;
+    path: string;
+    host: string;
+    headers?: Record<string, string>;
+    body?: Uint8Array;
+  },
+): Promise<RawResponse> {
+  return new Promise((resolve, reject) => {
+    const r = http.request({
+      hostname: "127.0.0.1",
+      port,
+      method: req.method,
+      path: req.path,
+      headers: { ...req.headers, host: req.host, connection: "close" },
+      agent: false,
+    }, (res) => {
+      const chunks: Uint8Array[] = [];
+      res.on("data", (c: Uint8Array) => chunks.push(c));
+      res.on("end", () => {
+        const body = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+        let at = 0;
+        for (const c of chunks) body.set(c, (at += c.length) - c.length);
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body });
+      });
+      res.on("error", reject);
+    });
+    r.on("error", reject);
+    r.end(req.body);
+  });
 }

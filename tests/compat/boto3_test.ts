@@ -5,7 +5,8 @@
  * with plain HTTP. The Python side (_boto3_driver.py) only observes; this file asserts.
  */
 import assert from "node:assert/strict";
-import { type ServerProcess, startServer } from "../e2e/_server.ts";
+import { ServerProcess, startServer } from "../e2e/_server.ts";
+import { signedFetch } from "../e2e/_client.ts";
 import {
   assertClient,
   awsEnv,
@@ -16,6 +17,7 @@ import {
   ok,
   randomBytes,
   run,
+  sendWithHost,
   tempDir,
   writeRandomFile,
 } from "./_support.ts";
@@ -59,6 +61,19 @@ interface PresignOut {
   default: { get: string; put: string };
 }
 
+/** The URLs `_boto3_driver.py presign_hosts` made, for one addressing style. */
+interface HostUrls {
+  /** SigV2 GET of alpha/secret, PUT of alpha/upload-<style>, ListObjects of alpha. */
+  get: string;
+  put: string;
+  list: string;
+  /** SigV2 GET of alpha/secret valid for 604800 s, and for 8 days. */
+  week: string;
+  eightDays: string;
+  /** SigV4 GET of alpha/secret. */
+  v4get: string;
+}
+
 async function driver(
   server: ServerProcess,
   work: string,
@@ -75,7 +90,15 @@ async function driver(
   server: ServerProcess,
   work: string,
   bucket: string,
+  scenario: "presign_hosts",
+  env: { HAMSTER_DOMAIN_ENDPOINT: string },
+): Promise<Record<"path" | "virtual", HostUrls>>;
+async function driver(
+  server: ServerProcess,
+  work: string,
+  bucket: string,
   scenario: string,
+  env: Record<string, string> = {},
 ): Promise<unknown> {
   const r = ok(
     await run(PYTHON, [DRIVER, scenario], {
@@ -84,6 +107,7 @@ async function driver(
         HAMSTER_ENDPOINT: server.url,
         HAMSTER_BUCKET: bucket,
         HAMSTER_WORK: work,
+        ...env,
       },
     }),
     `boto3 driver ${scenario}`,
@@ -230,6 +254,119 @@ Deno.test({
           const get = await fetch(urls.v4.get);
           assert.equal(get.status, 404);
           assert.equal(await errorCode(get), "NoSuchKey");
+        },
+      );
+    } finally {
+      await server.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "boto3: under -domain, presigned URLs bind the bucket as routed in both addressing styles; SigV2 lasts at most 7 days",
+  ...gate,
+  fn: async (t) => {
+    assertClient(hasBoto3, REASON);
+    const domain = "s3.localhost";
+    const server = await ServerProcess.start({ args: ["-domain", domain] });
+    await using work = await tempDir("hamster-compat-boto3-hosts-");
+    try {
+      const urls = await driver(server, work.path, "alpha", "presign_hosts", {
+        HAMSTER_DOMAIN_ENDPOINT: `http://${domain}:${server.port}`,
+      });
+      const beta = `beta.${domain}:${server.port}`;
+      /** Sends `url` to the server with its own Host, or with `host`. */
+      const send = (url: string, method = "GET", host?: string, body?: Uint8Array) => {
+        const u = new URL(url);
+        return sendWithHost(server.port, {
+          method,
+          path: u.pathname + u.search,
+          host: host ?? u.host,
+          body,
+        });
+      };
+      const text = (b: Uint8Array) => new TextDecoder().decode(b);
+      const codeOf = (b: Uint8Array) => /<Code>([^<]*)<\/Code>/.exec(text(b))?.[1];
+
+      for (const style of ["path", "virtual"] as const) {
+        await t.step(
+          `SigV2 ${style} style: GET, PUT, ListObjects and a 7-day GET work`,
+          async () => {
+            const u = urls[style];
+            assert.equal(
+              new URL(u.get).host,
+              style === "path" ? `${domain}:${server.port}` : `alpha.${domain}:${server.port}`,
+            );
+            assert.match(u.get, /[?&]AWSAccessKeyId=[^&]+&Signature=[^&]+&Expires=\d+/);
+            const get = await send(u.get);
+            assert.equal(get.status, 200, text(get.body));
+            assert.equal(text(get.body), "alpha/secret");
+            const data = randomBytes(321);
+            const put = await send(u.put, "PUT", undefined, data);
+            assert.equal(put.status, 200, text(put.body));
+            assert.equal(put.headers.etag, `"${md5Hex(data)}"`);
+            const list = await send(u.list);
+            assert.equal(list.status, 200, text(list.body));
+            assert.match(text(list.body), new RegExp(`<Key>upload-${style}</Key>`));
+            const week = await send(u.week);
+            assert.equal(week.status, 200, text(week.body));
+          },
+        );
+      }
+
+      await t.step(
+        "SigV2: a URL for alpha replayed on beta's virtual host, or in the other style, answers 403 SignatureDoesNotMatch",
+        async () => {
+          // Path style /alpha/secret with Host beta.<domain> routes to beta's key alpha/secret.
+          let res = await send(urls.path.get, "GET", beta);
+          assert.equal(res.status, 403, text(res.body));
+          assert.equal(codeOf(res.body), "SignatureDoesNotMatch");
+          res = await send(urls.path.put, "PUT", beta, randomBytes(10));
+          assert.equal(res.status, 403, text(res.body));
+          assert.equal(codeOf(res.body), "SignatureDoesNotMatch");
+          const written = await signedFetch(server, {
+            method: "HEAD",
+            path: "/beta/alpha/upload-path",
+          });
+          assert.equal(written.status, 404, "the replayed PUT wrote beta/alpha/upload-path");
+          // Virtual style alpha.<domain>/secret with Host beta.<domain>: beta's key secret.
+          res = await send(urls.virtual.get, "GET", beta);
+          assert.equal(res.status, 403, text(res.body));
+          assert.equal(codeOf(res.body), "SignatureDoesNotMatch");
+          res = await send(urls.virtual.list, "GET", beta);
+          assert.equal(res.status, 403, text(res.body));
+          assert.equal(codeOf(res.body), "SignatureDoesNotMatch");
+          // The virtual-hosted URL sent path style (the bare domain): bucket "secret".
+          res = await send(urls.virtual.get, "GET", `${domain}:${server.port}`);
+          assert.equal(res.status, 403, text(res.body));
+          assert.equal(codeOf(res.body), "SignatureDoesNotMatch");
+        },
+      );
+
+      await t.step(
+        "SigV2: Expires 8 days ahead answers 400 AuthorizationQueryParametersError",
+        async () => {
+          for (const style of ["path", "virtual"] as const) {
+            const res = await send(urls[style].eightDays);
+            assert.equal(res.status, 400, `${style}: ${text(res.body)}`);
+            assert.equal(codeOf(res.body), "AuthorizationQueryParametersError", style);
+            assert.match(text(res.body), /less than a week/);
+          }
+        },
+      );
+
+      await t.step(
+        "SigV4 (s3v4): works in both styles and answers 403 SignatureDoesNotMatch on beta's virtual host",
+        async () => {
+          for (const style of ["path", "virtual"] as const) {
+            const ok = await send(urls[style].v4get);
+            assert.equal(ok.status, 200, `${style}: ${text(ok.body)}`);
+            assert.equal(text(ok.body), "alpha/secret");
+            const res = await send(urls[style].v4get, "GET", beta);
+            assert.equal(res.status, 403, `${style}: ${text(res.body)}`);
+            assert.equal(codeOf(res.body), "SignatureDoesNotMatch", style);
+          }
         },
       );
     } finally {

@@ -10,7 +10,6 @@
  * signing, raw requests by setting the header themselves.
  */
 import assert from "node:assert/strict";
-import http from "node:http";
 import {
   CreateBucketCommand,
   DeleteObjectCommand,
@@ -23,57 +22,33 @@ import {
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import { formatAmzDate, presignRequest, sha256Hex, signRequest } from "../../src/auth/sign.ts";
 import { readAll } from "../e2e/_client.ts";
-import { equalBytes, md5Hex, randomBytes, REGION } from "./_support.ts";
+import {
+  equalBytes,
+  md5Hex,
+  randomBytes,
+  type RawResponse,
+  REGION,
+  sendWithHost,
+} from "./_support.ts";
 import { ServerProcess } from "../e2e/_server.ts";
 
 const DOMAIN = "s3.localhost";
 const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
-interface RawResponse {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: Uint8Array;
-}
-
-/** Sends one request to 127.0.0.1:`port` with exactly the Host header given. */
-function sendWithHost(
-  port: number,
-  req: {
-    method: string;
-    path: string;
-    host: string;
-    headers?: Record<string, string>;
-    body?: Uint8Array;
-  },
-): Promise<RawResponse> {
-  return new Promise((resolve, reject) => {
-    const r = http.request({
-      hostname: "127.0.0.1",
-      port,
-      method: req.method,
-      path: req.path,
-      headers: { ...req.headers, host: req.host, connection: "close" },
-      agent: false,
-    }, (res) => {
-      const chunks: Uint8Array[] = [];
-      res.on("data", (c: Uint8Array) => chunks.push(c));
-      res.on("end", () => {
-        const body = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-        let at = 0;
-        for (const c of chunks) body.set(c, (at += c.length) - c.length);
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body });
-      });
-      res.on("error", reject);
-    });
-    r.on("error", reject);
-    r.end(req.body);
-  });
-}
-
-/** Signs with SigV4 (header auth, Host `host`) and sends. `path` is percent-encoded. */
+/**
+ * Signs with SigV4 (header auth, Host `host`) and sends, with Host `sendHost` when given
+ * (a replay on another host). `path` is percent-encoded.
+ */
 function signedWithHost(
   server: ServerProcess,
-  req: { method: string; host: string; path: string; query?: string; body?: Uint8Array },
+  req: {
+    method: string;
+    host: string;
+    path: string;
+    query?: string;
+    body?: Uint8Array;
+    sendHost?: string;
+  },
 ): Promise<RawResponse> {
   const { headers } = signRequest({
     method: req.method,
@@ -91,7 +66,7 @@ function signedWithHost(
   return sendWithHost(server.port, {
     method: req.method,
     path: req.query ? `${req.path}?${req.query}` : req.path,
-    host: req.host,
+    host: req.sendHost ?? req.host,
     headers: out,
     body: req.body,
   });
@@ -321,6 +296,86 @@ Deno.test("virtual-hosted addressing: a bucket with dots, and path style for Hos
       });
       assert.equal(res.status, 404, text(res.body));
       assert.match(text(res.body), /<Code>NoSuchBucket<\/Code>/);
+    });
+  } finally {
+    await server.stop();
+  }
+});
+
+Deno.test("virtual-hosted addressing: a SigV4 request for alpha/secret replayed with Host beta.<domain> is refused", async (t) => {
+  const server = await ServerProcess.start({ args: ["-domain", DOMAIN] });
+  // The bare domain is path style: /alpha/secret is bucket alpha. With Host beta.<domain>
+  // the same path is beta's key alpha/secret, so the signature must not verify there.
+  const pathHost = `${DOMAIN}:${server.port}`;
+  const beta = `beta.${DOMAIN}:${server.port}`;
+  const codeOf = (b: Uint8Array) => /<Code>([^<]*)<\/Code>/.exec(text(b))?.[1];
+  try {
+    for (
+      const [path, body] of [["/alpha", ""], ["/beta", ""], ["/alpha/secret", "a"], [
+        "/beta/alpha/secret",
+        "b",
+      ]]
+    ) {
+      const res = await signedWithHost(server, {
+        method: "PUT",
+        host: pathHost,
+        path,
+        body: body ? new TextEncoder().encode(body) : undefined,
+      });
+      assert.equal(res.status, 200, text(res.body));
+    }
+
+    await t.step(
+      "header-signed GET and PUT: 403 SignatureDoesNotMatch, nothing written",
+      async () => {
+        const get = { method: "GET", host: pathHost, path: "/alpha/secret" };
+        const ok = await signedWithHost(server, get);
+        assert.equal(ok.status, 200, text(ok.body));
+        assert.equal(text(ok.body), "a");
+        const replay = await signedWithHost(server, { ...get, sendHost: beta });
+        assert.equal(replay.status, 403, text(replay.body));
+        assert.equal(codeOf(replay.body), "SignatureDoesNotMatch");
+        const put = await signedWithHost(server, {
+          method: "PUT",
+          host: pathHost,
+          path: "/alpha/upload",
+          body: randomBytes(10),
+          sendHost: beta,
+        });
+        assert.equal(put.status, 403, text(put.body));
+        assert.equal(codeOf(put.body), "SignatureDoesNotMatch");
+        const head = await signedWithHost(server, {
+          method: "HEAD",
+          host: pathHost,
+          path: "/beta/alpha/upload",
+        });
+        assert.equal(head.status, 404);
+      },
+    );
+
+    await t.step("presigned GET: 403 SignatureDoesNotMatch", async () => {
+      const query = presignRequest({
+        method: "GET",
+        rawPath: "/alpha/secret",
+        headers: { host: pathHost },
+        credentials: server.credentials,
+        region: REGION,
+        amzDate: formatAmzDate(Date.now()),
+        expiresSec: 60,
+      });
+      const ok = await sendWithHost(server.port, {
+        method: "GET",
+        path: `/alpha/secret?${query}`,
+        host: pathHost,
+      });
+      assert.equal(ok.status, 200, text(ok.body));
+      const replay = await sendWithHost(server.port, {
+        method: "GET",
+        path: `/alpha/secret?${query}`,
+        host: beta,
+      });
+      assert.equal(replay.status, 403, text(replay.body));
+      assert.equal(codeOf(replay.body), "SignatureDoesNotMatch");
     });
   } finally {
     await server.stop();

@@ -19,6 +19,7 @@ import {
   encodeUnsignedChunks,
   formatAmzDate,
   presignRequest,
+  presignRequestV2,
   sha256Hex,
   signRequest,
 } from "../../src/auth/sign.ts";
@@ -394,7 +395,7 @@ export function s3(
   });
 }
 
-/** The six ways a request can authenticate. */
+/** The seven ways a request can authenticate. */
 export const AUTH_MODES = [
   "signed-payload",
   "unsigned-payload",
@@ -402,6 +403,7 @@ export const AUTH_MODES = [
   "streaming-unsigned-trailer",
   "streaming-signed-trailer",
   "presigned",
+  "presigned-v2",
 ] as const;
 /** One way to authenticate. */
 export type AuthMode = typeof AUTH_MODES[number];
@@ -414,6 +416,7 @@ export const AUTH_MODE_NAMES: Record<AuthMode, string> = {
   "streaming-unsigned-trailer": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
   "streaming-signed-trailer": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
   "presigned": "presigned URL",
+  "presigned-v2": "SigV2 presigned URL",
 };
 
 /** How to break an authenticated request. */
@@ -515,6 +518,19 @@ export function authenticate(
         region: REGION,
         amzDate,
         expiresSec: 300,
+      });
+      headers = new Headers(toSign);
+      break;
+    }
+    case "presigned-v2": {
+      const toSign = { host: server.host, ...req.headers };
+      query = presignRequestV2({
+        method: req.method,
+        resource: req.path,
+        rawQuery: req.query ?? "",
+        headers: toSign,
+        credentials: creds,
+        expiresAtSec: Math.floor(Date.now() / 1000) + 300,
       });
       headers = new Headers(toSign);
       break;

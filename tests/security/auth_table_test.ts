@@ -1,7 +1,7 @@
 /**
  * The auth table: every way to authenticate (header auth with a signed payload,
  * UNSIGNED-PAYLOAD, signed aws-chunked, unsigned aws-chunked with a trailer, signed
- * aws-chunked with a signed trailer, a presigned URL) times every write operation
+ * aws-chunked with a signed trailer, a presigned URL, a SigV2 presigned URL) times every write operation
  * (PutObject, UploadPart, CompleteMultipartUpload, CopyObject, DeleteObjects,
  * PutObjectTagging, PutBucketCors, DeleteBucket), each
  *
@@ -12,6 +12,10 @@
  *   signature) wrong under a right seed signature: 403 and nothing changed;
  * - signed right: the write happens (so the refusals above are the signature's doing,
  *   not a broken request).
+ *
+ * Then, on a server with `-domain`: every mode x every write operation signed path style
+ * and replayed with the Host of another bucket's virtual host (which routes the same path
+ * into that bucket): 403 SignatureDoesNotMatch and neither bucket changed.
  *
  * Each case gets a fresh bucket with what its operation needs, and "nothing changed"
  * means: the bucket list, the bucket's objects (bytes, metadata, tags), CORS, uploads
@@ -350,7 +354,9 @@ Deno.test("auth table: every auth mode x every write operation refuses bad signa
               const wire = authenticate(server, mode, op.request(fixture), breakage);
               if (trailer) wire.body = tamperTrailer(wire.body as Uint8Array);
               if (tamperQuery) {
-                wire.query = wire.query ? `${wire.query}&x-id=Tampered` : "x-id=Tampered";
+                // SigV2 signs only the sub-resources S3 lists: add one of those.
+                const extra = mode === "presigned-v2" ? "versionId=Tampered" : "x-id=Tampered";
+                wire.query = wire.query ? `${wire.query}&${extra}` : extra;
               }
               const reply = await send(server, wire);
               expectError(reply, 403, "SignatureDoesNotMatch");
@@ -385,6 +391,44 @@ Deno.test("auth table: every auth mode x every write operation refuses bad signa
         assert.deepEqual(internalErrors(server), []);
       },
     );
+  } finally {
+    await server.stop();
+  }
+});
+
+Deno.test("auth table: every auth mode x every write operation replayed on another bucket's virtual host is refused", async (t) => {
+  const domain = "s3.localhost";
+  const server = await startServer({ args: ["-domain", domain] });
+  const victim = "replay-victim";
+  try {
+    await createBucket(server, victim);
+    await putObject(server, victim, VICTIM, "the victim's bytes");
+    for (const [mi, mode] of AUTH_MODES.entries()) {
+      for (const [oi, op] of OPS.entries()) {
+        const bucket = `replay-${mi}-${oi}`;
+        await t.step(
+          `${op.name} by ${
+            AUTH_MODE_NAMES[mode]
+          } for ${bucket}, sent with Host ${victim}.${domain}: 403, nothing changed`,
+          async () => {
+            const fixture = await op.setup(server, bucket);
+            const before: StoreState = await snapshot(server, [bucket, victim]);
+            // Path style /<bucket>/... with the victim's virtual Host routes into the victim.
+            const wire = authenticate(server, mode, op.request(fixture), {
+              tamper: (h) => h.set("host", `${victim}.${domain}:${server.port}`),
+            });
+            const reply = await send(server, wire);
+            expectError(reply, 403, "SignatureDoesNotMatch");
+            await assertUnchanged(server, before, `${op.name} by ${mode} replayed on ${victim}`);
+          },
+        );
+      }
+    }
+    await t.step("the store is clean, the server still serves", async () => {
+      await assertStoreClean(server);
+      await assertServing(server);
+      assert.deepEqual(internalErrors(server), []);
+    });
   } finally {
     await server.stop();
   }
