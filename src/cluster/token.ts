@@ -74,7 +74,9 @@ export interface IssueJoinTokenCommand {
  * Metadata command that burns a token for `nodeId`. Deterministic `apply`:
  * it succeeds (sets `usedBy`) only when the record exists, `usedBy` is
  * `null` and `nowMs` (stamped at propose time) is before `expiresAtMs`;
- * otherwise it fails alone and changes nothing. The join authority issues a
+ * otherwise it fails alone and changes nothing. It also fails when another
+ * token already burned for the same `nodeId`, so two joiners claiming one node
+ * id with two tokens cannot both get a certificate. The join authority issues a
  * certificate only after its own burn committed with success, so two joiners
  * racing with one token get one certificate between them, cluster-wide.
  */
