@@ -45,7 +45,7 @@ import {
   derToPem,
   issueNodeCertificate,
   isValidNodeId,
-  PkiError,
+  type PkiError,
   publicKeyDer,
   verifyCsr,
   verifyNodeCertificate,

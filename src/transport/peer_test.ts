@@ -32,17 +32,16 @@ class MemConn implements SecureConn {
   }
 
   get chunks(): AsyncIterable<Uint8Array> {
-    const self = this;
-    return {
-      async *[Symbol.asyncIterator]() {
-        for (;;) {
-          const c = self.#queue.shift();
-          if (c) yield c;
-          else if (self.closed) return;
-          else await new Promise<void>((r) => self.#wake = r);
-        }
-      },
-    };
+    return { [Symbol.asyncIterator]: () => this.#iterate() };
+  }
+
+  async *#iterate(): AsyncGenerator<Uint8Array> {
+    for (;;) {
+      const c = this.#queue.shift();
+      if (c) yield c;
+      else if (this.closed) return;
+      else await new Promise<void>((r) => this.#wake = r);
+    }
   }
 
   write(bytes: Uint8Array): Promise<void> {

@@ -33,7 +33,7 @@ export interface ListenClusterOptions {
   identity: TlsIdentity;
   /** Called once per connection whose TLS 1.3 handshake finished. */
   onConn: (conn: SecureConn) => void;
-  /** A connection without a verified client certificate is closed after this long idle. */
+  /** A connection without a verified client certificate is closed after this long idle. Default 10 s. */
   unauthenticatedIdleMs?: number;
   /** Handshakes slower than this are abandoned. */
   handshakeTimeoutMs?: number;
@@ -64,8 +64,8 @@ export function listenCluster(opts: ListenClusterOptions): Promise<ClusterListen
     }
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
-    if (!socket.authorized && opts.unauthenticatedIdleMs !== undefined) {
-      socket.setTimeout(opts.unauthenticatedIdleMs, () => socket.destroy());
+    if (!socket.authorized) {
+      socket.setTimeout(opts.unauthenticatedIdleMs ?? 10_000, () => socket.destroy());
     }
     opts.onConn(wrapSocket(socket));
   });
