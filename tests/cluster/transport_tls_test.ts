@@ -4,6 +4,7 @@
  * the join exchange), and the join exchange itself with its refusals.
  */
 import assert from "node:assert/strict";
+import tls from "node:tls";
 import type { Clock } from "../../src/io/mod.ts";
 import type { DialAddr, SecureConn, TlsIdentity } from "../../src/io/conn.ts";
 import { systemClock, systemRng } from "../../src/io/deno/clock.ts";
@@ -218,6 +219,33 @@ Deno.test("a plain TCP client gets no frame: the TLS handshake fails and the con
     // At most a TLS alert record (content type 21), never a frame.
     assert.ok(parts.length === 0 || parts[0] === 21, `got ${parts.slice(0, 8)}`);
     assert.throws(() => decodeFrame(Uint8Array.from(parts)));
+    assert.equal(n1.inbox.got.length, 0);
+  } finally {
+    await n1.stop();
+  }
+});
+
+Deno.test("a TLS 1.2 client is refused, even with a valid node certificate", async () => {
+  const ca = await makeCa();
+  const n1 = await startNode(ca, "n1");
+  try {
+    const id = await identityFor(ca, "n2");
+    const handshake = new Promise<string>((resolve) => {
+      const s = tls.connect({
+        host: "127.0.0.1",
+        port: n1.addr.port,
+        ca: [ca.certPem],
+        cert: id.certPem,
+        key: id.keyPem,
+        maxVersion: "TLSv1.2",
+        checkServerIdentity: () => undefined,
+      }, () => {
+        resolve(`connected with ${s.getProtocol()}`);
+        s.destroy();
+      });
+      s.on("error", (e) => resolve(`refused: ${e.message}`));
+    });
+    assert.match(await handshake, /^refused/);
     assert.equal(n1.inbox.got.length, 0);
   } finally {
     await n1.stop();
