@@ -60,24 +60,33 @@ import {
 
 /** The body of a `JoinRequest` frame. */
 export interface JoinRequest {
+  /** The id the joiner asks for; its CSR subject must be `CN=<nodeId>`. */
   nodeId: string;
+  /** The token id, 32 hex digits. */
   tokenId: string;
   /** The token secret, base64url without padding. */
   secret: string;
+  /** The joiner's PKCS#10 CSR, PEM. */
   csrPem: string;
 }
 
 /** The body of a `JoinResponse` frame. */
 export interface JoinResponse {
+  /** The joiner's new node certificate, PEM. */
   certPem: string;
+  /** The cluster CA certificate, PEM. */
   caCertPem: string;
 }
 
 /** What a joiner keeps: its certificate, its own private key, the CA. */
 export interface JoinResult {
+  /** This node's id, as its certificate names it. */
   nodeId: string;
+  /** This node's certificate, PEM. */
   certPem: string;
+  /** This node's private key, PKCS#8 PEM; it never left the node. */
   keyPem: string;
+  /** The pinned cluster CA certificate, PEM. */
   caCertPem: string;
 }
 
@@ -90,7 +99,9 @@ export type JoinErrorCode = string;
 
 /** A join that did not produce a certificate; `message` says why. */
 export class JoinError extends Error {
+  /** Always `"JoinError"`. */
   override name = "JoinError";
+  /** The error, with `code`: why, as a {@link JoinErrorCode}. */
   constructor(readonly code: JoinErrorCode, message: string) {
     super(message);
   }
@@ -98,8 +109,11 @@ export class JoinError extends Error {
 
 /** What the answering member needs. */
 export interface JoinAuthorityDeps {
+  /** The cluster CA, with its key. */
   ca: ClusterCa;
+  /** `nowMs` for token expiry and certificate validity. */
   clock: Clock;
+  /** Certificate serial numbers. */
   rng: Rng;
   /** The committed record of `tokenId`, or `null`. */
   lookupToken(tokenId: string): Promise<JoinTokenRecord | null>;

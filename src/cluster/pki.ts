@@ -29,6 +29,9 @@ import * as x509 from "@peculiar/x509";
 
 x509.cryptoProvider.set(crypto);
 
+/** A parsed X.509 certificate (`@peculiar/x509`). */
+export type X509Certificate = x509.X509Certificate;
+
 const KEY_ALG = { name: "ECDSA", namedCurve: "P-256" } as const;
 const SIGN_ALG = { name: "ECDSA", hash: "SHA-256" } as const;
 const DAY_MS = 24 * 3600 * 1000;
@@ -44,12 +47,15 @@ export const NODE_URI_PREFIX = "urn:hamster:node:";
 
 /** Raised for any certificate, CSR or key that fails a check; `message` says which. */
 export class PkiError extends Error {
+  /** Always `"PkiError"`. */
   override name = "PkiError";
 }
 
 /** The cluster CA: its certificate and its private key (PKCS#8), both PEM. */
 export interface ClusterCa {
+  /** The self-signed CA certificate. */
   certPem: string;
+  /** The CA private key, PKCS#8. */
   keyPem: string;
 }
 
@@ -279,7 +285,7 @@ export async function verifyNodeCertificate(
  * {@link verifyNodeCertificate} for a peer's certificate.
  * @throws {PkiError} when the names are missing, disagree or are not valid.
  */
-export function nodeIdOf(cert: x509.X509Certificate | string): string {
+export function nodeIdOf(cert: X509Certificate | string): string {
   const c = typeof cert === "string"
     ? new x509.X509Certificate(pemToDer(cert, "CERTIFICATE"))
     : cert;

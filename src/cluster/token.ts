@@ -29,7 +29,7 @@ export const TOKEN_ID_BYTES = 16;
 /** Bytes of the secret. */
 export const TOKEN_SECRET_BYTES = 32;
 /** Random bytes {@link mintJoinToken} needs: token id, then secret. */
-export const TOKEN_RANDOM_BYTES = TOKEN_ID_BYTES + TOKEN_SECRET_BYTES;
+export const TOKEN_RANDOM_BYTES: number = TOKEN_ID_BYTES + TOKEN_SECRET_BYTES;
 /** Default time to live of a token: 24 hours. */
 export const DEFAULT_TOKEN_TTL_MS = 24 * 3600 * 1000;
 
@@ -52,10 +52,13 @@ export interface JoinToken {
  * `["sys", "joinToken", tokenId]` (the node wiring adds it to `src/meta`).
  */
 export interface JoinTokenRecord {
+  /** 32 lowercase hex digits. */
   tokenId: string;
   /** SHA-256 of the secret, 64 lowercase hex digits. */
   secretSha256: string;
+  /** When `token` minted it, ms since the epoch. */
   createdAtMs: number;
+  /** The first instant it is refused, ms since the epoch. */
   expiresAtMs: number;
   /** The node id that burned it; `null` while unused. */
   usedBy: string | null;
@@ -66,7 +69,9 @@ export interface JoinTokenRecord {
  * `usedBy: null`; a record with that `tokenId` already present is left as is.
  */
 export interface IssueJoinTokenCommand {
+  /** The command name. */
   type: "IssueJoinToken";
+  /** The record to store, `usedBy: null`. */
   record: JoinTokenRecord;
 }
 
@@ -81,9 +86,13 @@ export interface IssueJoinTokenCommand {
  * racing with one token get one certificate between them, cluster-wide.
  */
 export interface BurnJoinTokenCommand {
+  /** The command name. */
   type: "BurnJoinToken";
+  /** The token to burn. */
   tokenId: string;
+  /** The joiner the certificate will be for. */
   nodeId: string;
+  /** Proposal time, compared with `expiresAtMs` in `apply`. */
   nowMs: number;
 }
 
@@ -97,7 +106,9 @@ export type JoinTokenRefusal =
 
 /** A token that cannot be used, with the reason as a code. */
 export class JoinTokenError extends Error {
+  /** Always `"JoinTokenError"`. */
   override name = "JoinTokenError";
+  /** The error, with `code`: why the token cannot be used. */
   constructor(readonly code: JoinTokenRefusal, message: string) {
     super(message);
   }

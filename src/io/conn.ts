@@ -44,6 +44,8 @@ export interface TlsIdentity {
 
 /** A `host:port` to dial. */
 export interface DialAddr {
+  /** A host name or a literal IP address. */
   hostname: string;
+  /** TCP port, 1 to 65535. */
   port: number;
 }

@@ -66,8 +66,11 @@ export type FrameType = typeof FrameType[keyof typeof FrameType];
 
 /** One decoded frame. `payload` may be a view into the decoder's buffer. */
 export interface Frame {
+  /** What the frame is. */
   type: FrameType;
+  /** 0 for connection-level types, else the request or stream id (u32). */
   streamId: number;
+  /** The body, per type. */
   payload: Uint8Array;
 }
 
@@ -83,7 +86,9 @@ export type FrameErrorCode =
 
 /** Bytes that are not a valid frame. A connection that sends one is closed. */
 export class FrameError extends Error {
+  /** Always `"FrameError"`. */
   override name = "FrameError";
+  /** The error, with `code`: what was wrong. */
   constructor(readonly code: FrameErrorCode, message: string) {
     super(message);
   }
@@ -203,7 +208,8 @@ export class FrameReader {
   #size = 0;
   #failed: FrameError | null = null;
 
-  constructor(readonly maxPayloadBytes = MAX_PAYLOAD_BYTES) {}
+  /** A reader; `maxPayloadBytes`: largest payload accepted; a larger header fails at once. */
+  constructor(readonly maxPayloadBytes: number = MAX_PAYLOAD_BYTES) {}
 
   /** Bytes received that do not yet form a whole frame. */
   get bufferedBytes(): number {

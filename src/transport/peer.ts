@@ -39,7 +39,9 @@ import {
 export interface TransportDeps {
   /** This node's id (the one in its own certificate). */
   selfId: string;
+  /** Time for redial backoff. */
   clock: Clock;
+  /** Jitter for redial backoff. */
   rng: Rng;
   /** Opens a TLS connection to `addr` with this node's certificate. */
   dial(addr: DialAddr): Promise<SecureConn>;
@@ -91,12 +93,17 @@ export const DEFAULT_TRANSPORT_OPTIONS: TransportOptions = {
 
 /** Counters for one peer. */
 export interface PeerStats {
+  /** Whether a connection to the peer is up. */
   connected: boolean;
+  /** Frames waiting to be written. */
   queuedFrames: number;
+  /** Encoded bytes waiting to be written. */
   queuedBytes: number;
   /** Frames `send()` dropped because the queue was full. */
   droppedFrames: number;
+  /** Dials started to this peer. */
   dialAttempts: number;
+  /** Dials that failed, or reached a node with another id. */
   dialFailures: number;
 }
 
@@ -143,6 +150,7 @@ export class Transport {
   /** Counters of refused inbound connections. */
   readonly refused: RefusalStats = { badCertificate: 0, notJoin: 0, badFrame: 0 };
 
+  /** A transport for `deps.selfId`; `options` override {@link DEFAULT_TRANSPORT_OPTIONS}. */
   constructor(deps: TransportDeps, options: Partial<TransportOptions> = {}) {
     this.#deps = deps;
     this.#opts = { ...DEFAULT_TRANSPORT_OPTIONS, ...options };

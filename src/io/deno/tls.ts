@@ -27,9 +27,11 @@ export interface ClusterListener {
 
 /** Options of {@link listenCluster}. */
 export interface ListenClusterOptions {
+  /** Address to bind. */
   hostname: string;
   /** 0 picks a free port. */
   port: number;
+  /** This node's certificate and key, and the cluster CA. */
   identity: TlsIdentity;
   /** Called once per connection whose TLS 1.3 handshake finished. */
   onConn: (conn: SecureConn) => void;
