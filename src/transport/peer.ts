@@ -51,7 +51,10 @@ export interface TransportDeps {
    * node that is no longer a member).
    */
   identify(certDer: Uint8Array): Promise<string>;
-  /** Every frame a verified peer sends, except Ping and Pong (answered here). */
+  /**
+   * Every frame a verified peer sends, except Ping and Pong (answered here).
+   * Must not throw: a throw is taken as a broken connection and closes it.
+   */
   onMessage(peerId: string, frame: Frame): void;
   /**
    * Answers the one `JoinRequest` of an unauthenticated connection with a
@@ -78,6 +81,8 @@ export interface TransportOptions {
   joinMaxPayloadBytes: number;
   /** Bytes of queued frames joined into one socket write. Default 256 KiB. */
   writeBatchBytes: number;
+  /** Unauthenticated (join) connections served at once; more are closed at once. Default 16. */
+  maxJoinConnections: number;
 }
 
 /** Defaults of {@link TransportOptions}. */
@@ -89,6 +94,7 @@ export const DEFAULT_TRANSPORT_OPTIONS: TransportOptions = {
   maxPayloadBytes: MAX_PAYLOAD_BYTES,
   joinMaxPayloadBytes: 64 * 1024,
   writeBatchBytes: 256 * 1024,
+  maxJoinConnections: 16,
 };
 
 /** Counters for one peer. */
@@ -115,6 +121,8 @@ export interface RefusalStats {
   notJoin: number;
   /** Connections closed for a frame that did not decode. */
   badFrame: number;
+  /** Unauthenticated connections closed because `maxJoinConnections` were open. */
+  joinBusy: number;
 }
 
 interface Peer {
@@ -146,9 +154,10 @@ export class Transport {
   readonly #peers = new Map<string, Peer>();
   readonly #tasks = new Set<Promise<void>>();
   readonly #open = new Set<SecureConn>();
+  #joinConnections = 0;
   #closed = false;
   /** Counters of refused inbound connections. */
-  readonly refused: RefusalStats = { badCertificate: 0, notJoin: 0, badFrame: 0 };
+  readonly refused: RefusalStats = { badCertificate: 0, notJoin: 0, badFrame: 0, joinBusy: 0 };
 
   /** A transport for `deps.selfId`; `options` override {@link DEFAULT_TRANSPORT_OPTIONS}. */
   constructor(deps: TransportDeps, options: Partial<TransportOptions> = {}) {
@@ -255,6 +264,11 @@ export class Transport {
 
   /** One JoinRequest, one answer, then close. Nothing else is served. */
   async #serveJoin(conn: SecureConn): Promise<void> {
+    if (this.#joinConnections >= this.#opts.maxJoinConnections) {
+      this.refused.joinBusy++;
+      return conn.close();
+    }
+    this.#joinConnections++;
     this.#open.add(conn);
     try {
       const reader = new FrameReader(this.#opts.joinMaxPayloadBytes);
@@ -283,6 +297,7 @@ export class Transport {
       }
       await conn.write(encodeFrame(answer)).catch(() => {});
     } finally {
+      this.#joinConnections--;
       this.#open.delete(conn);
       conn.close();
     }

@@ -11,15 +11,15 @@ import { Transport, type TransportDeps } from "./peer.ts";
 
 /** One end of an in-memory connection; `peerCertDer` is the peer's node id as bytes. */
 class MemConn implements SecureConn {
-  readonly authorized = true;
+  authorized = true;
   readonly peerChainDer: Uint8Array[];
   other!: MemConn;
   closed = false;
   #queue: Uint8Array[] = [];
   #wake: (() => void) | null = null;
 
-  constructor(readonly peerCertDer: Uint8Array, readonly label: string) {
-    this.peerChainDer = [peerCertDer];
+  constructor(public peerCertDer: Uint8Array | null, readonly label: string) {
+    this.peerChainDer = peerCertDer ? [peerCertDer] : [];
   }
 
   static pair(dialer: string, acceptor: string, label: string): [MemConn, MemConn] {
@@ -151,4 +151,35 @@ Deno.test("a dialled node whose certificate names another id is refused and redi
   assert.equal(dials, 2);
   await a.t.close();
   for (const t of peerSide) await t.close();
+});
+
+Deno.test("unauthenticated connections beyond maxJoinConnections are closed on arrival", async () => {
+  const t = new Transport({
+    selfId: "a",
+    clock: instantClock,
+    rng: new SimRng(1),
+    dial: () => Promise.reject(new Error("none")),
+    identify: () => Promise.reject(new Error("none")),
+    onMessage: () => {},
+    onJoinRequest: () => Promise.reject(new Error("not in this test")),
+  }, { maxJoinConnections: 2 });
+  const strangers = [0, 1, 2].map((i) => {
+    const [mine, theirs] = MemConn.pair(`s${i}`, "a", `s${i}`);
+    theirs.authorized = false;
+    theirs.peerCertDer = null;
+    return { mine, theirs };
+  });
+  for (const s of strangers) t.accept(s.theirs);
+  await settle();
+  assert.deepEqual(strangers.map((s) => s.mine.closed), [false, false, true]);
+  assert.equal(t.refused.joinBusy, 1);
+  strangers[0].mine.close();
+  await settle();
+  const late = MemConn.pair("s3", "a", "s3")[1];
+  late.authorized = false;
+  late.peerCertDer = null;
+  t.accept(late);
+  await settle();
+  assert.equal(late.closed, false, "a slot freed up");
+  await t.close();
 });
