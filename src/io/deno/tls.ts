@@ -52,7 +52,7 @@ export interface ListenClusterOptions {
 export function listenCluster(opts: ListenClusterOptions): Promise<ClusterListener> {
   const sockets = new Set<tls.TLSSocket>();
   const server = tls.createServer({
-    cert: opts.identity.certPem + opts.identity.caCertPem,
+    cert: `${opts.identity.certPem.trimEnd()}\n${opts.identity.caCertPem}`,
     key: opts.identity.keyPem,
     ca: [opts.identity.caCertPem],
     requestCert: true,
