@@ -314,11 +314,16 @@ function parseMax(v: string | null, name: string, max: number): number {
   return Math.min(Number(v), max);
 }
 
-/** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListParts.html */
+/**
+ * Lists an upload's parts; `encoding-type=url` encodes the Key (as the SDKs' ListPartsRequest offers).
+ *
+ * @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListParts.html
+ */
 export async function ListParts(ctx: S3Context): Promise<Response> {
   validateKey(ctx.key);
   const uploadId = uploadIdParam(ctx);
   const upload = await requireUpload(ctx, uploadId);
+  const enc = encodingOf(ctx);
   const maxParts = parseMax(ctx.query.get("max-parts"), "max-parts", 1000);
   const marker = parseMax(
     ctx.query.get("part-number-marker"),
@@ -342,7 +347,8 @@ export async function ListParts(ctx: S3Context): Promise<Response> {
   }
   return xmlResponse(renderXml("ListPartsResult", {
     Bucket: ctx.bucket,
-    Key: ctx.key,
+    ...(ctx.query.has("encoding-type") ? { EncodingType: "url" } : {}),
+    Key: enc(ctx.key),
     UploadId: uploadId,
     PartNumberMarker: markerSet ? marker : 0,
     ...(parts.length > 0 ? { NextPartNumberMarker: parts[parts.length - 1].partNumber } : {}),

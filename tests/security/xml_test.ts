@@ -2,7 +2,7 @@
  * XML in and out: request bodies are taken byte for byte (no trimming, markup where text
  * belongs is refused), CORS rules are checked as AWS checks them before they are stored,
  * and every XML answer is well-formed XML 1.0 whatever the stored keys hold, with
- * `encoding-type=url` honoured by ListObjects, ListObjectsV2 and ListMultipartUploads.
+ * `encoding-type=url` honoured by ListObjects, ListObjectsV2, ListMultipartUploads and ListParts.
  *
  * @module
  */
@@ -345,7 +345,7 @@ Deno.test("XML: byte-for-byte values, CORS rules checked, well-formed answers fo
     );
 
     await t.step(
-      "encoding-type=url: ListMultipartUploads, ListObjects and ListObjectsV2 give the exact key",
+      "encoding-type=url: ListMultipartUploads, ListParts, ListObjects and ListObjectsV2 give the exact key",
       async () => {
         const b = "xml-ctl";
         for (
@@ -365,6 +365,21 @@ Deno.test("XML: byte-for-byte values, CORS rules checked, well-formed answers fo
             `${query}: ${text}`,
           );
         }
+        const parts = wellFormed(
+          await s3(server, {
+            method: "GET",
+            path: objectPath(b, "m\x01k"),
+            query: `uploadId=${
+              xmlText(
+                (await s3(server, { method: "GET", path: `/${b}`, query: "uploads=" })).text,
+                "UploadId",
+              )
+            }&encoding-type=url`,
+          }),
+          "ListParts with encoding-type=url",
+        );
+        assert.equal(xmlText(parts, "Key"), "m%01k", parts);
+        assert.equal(xmlText(parts, "EncodingType"), "url", parts);
         const withPrefix = wellFormed(
           await s3(server, {
             method: "GET",
