@@ -20,6 +20,7 @@ import * as tagging from "./tagging.ts";
 import * as cors from "./cors.ts";
 import * as acl from "./acl.ts";
 import { Reads } from "./lookup.ts";
+import { renderError } from "./xml.ts";
 
 /** The operation table: every AWS operation Hamster answers, by name. */
 export const OPERATIONS: Record<Operation, Handler> = {
@@ -134,7 +135,7 @@ export async function handleS3(req: Request, deps: ResolvedDeps): Promise<Respon
       res = new Response(null, { status: s3err.status, headers });
     } else {
       headers.set("content-type", "application/xml");
-      res = new Response(s3err.toXml(decodeURIComponentSafe(rawPath), requestId), {
+      res = new Response(renderError(s3err, decodeURIComponentSafe(rawPath), requestId), {
         status: s3err.status,
         headers,
       });
@@ -198,7 +199,7 @@ export function createS3App(given: S3Deps): Hono {
   app.onError((err) => {
     const s3err = err instanceof S3Error ? err : toS3Error(err);
     deps.logError("-", err);
-    return new Response(s3err.toXml("/", "-"), { status: s3err.status });
+    return new Response(renderError(s3err, "/", "-"), { status: s3err.status });
   });
   return app;
 }

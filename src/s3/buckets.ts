@@ -6,9 +6,9 @@
  */
 import { OWNER, type S3Context, xmlResponse } from "./context.ts";
 import { S3Error } from "./errors.ts";
-import { readVerifiedText } from "./ingest.ts";
+import { readXmlBody } from "./ingest.ts";
 import { isoDate, validateBucketName } from "./http.ts";
-import { asArray, parseXmlBody, renderXml } from "./xml.ts";
+import { childText, hasChild, renderXml } from "./xml.ts";
 import { refuseNonPrivateAcl } from "./acl.ts";
 import { requireBucket } from "./lookup.ts";
 
@@ -41,11 +41,13 @@ export async function CreateBucket(ctx: S3Context): Promise<Response> {
   if (ctx.req.headers.get("x-amz-bucket-object-lock-enabled")?.toLowerCase() === "true") {
     throw new S3Error("NotImplemented", "Object lock is not implemented");
   }
-  const text = await readVerifiedText(ctx, 64 * 1024);
-  if (text.trim() !== "") {
-    const doc = parseXmlBody(text, "CreateBucketConfiguration");
-    const constraint = doc.LocationConstraint;
-    if (typeof constraint === "string" && constraint !== "" && constraint !== ctx.deps.region) {
+  const doc = await readXmlBody(ctx, "CreateBucketConfiguration", {
+    maxBytes: 64 * 1024,
+    optional: true,
+  });
+  if (doc !== undefined) {
+    const constraint = childText(doc, "LocationConstraint");
+    if (constraint !== undefined && constraint !== "" && constraint !== ctx.deps.region) {
       throw new S3Error(
         "InvalidArgument",
         `The location constraint "${constraint}" does not match this endpoint's region "${ctx.deps.region}"`,
@@ -53,7 +55,7 @@ export async function CreateBucket(ctx: S3Context): Promise<Response> {
       );
     }
     for (const name of ["Location", "Bucket", "Tags"]) {
-      if (asArray(doc[name]).length > 0) {
+      if (hasChild(doc, name)) {
         throw new S3Error(
           "NotImplemented",
           `CreateBucketConfiguration "${name}" is not implemented`,

@@ -8,70 +8,108 @@
 import type { CorsRule } from "../meta/mod.ts";
 import { type S3Context, xmlResponse } from "./context.ts";
 import { S3Error } from "./errors.ts";
-import { readVerifiedText } from "./ingest.ts";
+import { readXmlBody } from "./ingest.ts";
 import { type Reads, requireBucket } from "./lookup.ts";
-import { asArray, parseXmlBody, renderXml } from "./xml.ts";
+import {
+  childElements,
+  childText,
+  childTexts,
+  hasNonXmlChar,
+  renderXml,
+  type XmlDoc,
+} from "./xml.ts";
 
 /** The most rules one CORS configuration may hold. */
 export const MAX_CORS_RULES = 100;
 const METHODS = new Set(["GET", "PUT", "POST", "DELETE", "HEAD"]);
 
-function strings(v: unknown): string[] {
-  return asArray(v as string | string[] | undefined).map((s) => String(s).trim());
+/** The longest rule ID, in characters. */
+export const MAX_CORS_ID_CHARS = 255;
+/** The largest MaxAgeSeconds (an xs:int). */
+const MAX_AGE_SECONDS = 2 ** 31 - 1;
+/** An HTTP field name (RFC 9110 section 5.1: a token); `*` is one of its characters. */
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** An origin pattern: visible ASCII, no spaces or controls. */
+const ORIGIN = /^[\x21-\x7e]+$/;
+
+function refuse(message: string): never {
+  throw new S3Error("InvalidRequest", message);
+}
+
+function parseRule(r: XmlDoc): CorsRule {
+  const rule: CorsRule = {
+    allowedOrigins: childTexts(r, "AllowedOrigin"),
+    allowedMethods: childTexts(r, "AllowedMethod"),
+    allowedHeaders: childTexts(r, "AllowedHeader").map((h) => h.toLowerCase()),
+    exposeHeaders: childTexts(r, "ExposeHeader"),
+  };
+  const id = childText(r, "ID");
+  if (id !== undefined) {
+    if ([...id].length > MAX_CORS_ID_CHARS || hasNonXmlChar(id)) {
+      throw new S3Error(
+        "InvalidArgument",
+        `The CORS rule ID must be at most ${MAX_CORS_ID_CHARS} characters`,
+        { extra: { ArgumentName: "ID" } },
+      );
+    }
+    rule.id = id;
+  }
+  const maxAge = childText(r, "MaxAgeSeconds");
+  if (maxAge !== undefined) {
+    if (!/^\d{1,10}$/.test(maxAge) || Number(maxAge) > MAX_AGE_SECONDS) {
+      throw new S3Error("MalformedXML", "MaxAgeSeconds must be a non-negative integer");
+    }
+    rule.maxAgeSeconds = Number(maxAge);
+  }
+  if (rule.allowedOrigins.length === 0 || rule.allowedMethods.length === 0) {
+    throw new S3Error("MalformedXML", "Every CORSRule needs an AllowedOrigin and an AllowedMethod");
+  }
+  for (const m of rule.allowedMethods) {
+    if (!METHODS.has(m)) {
+      refuse(`Found unsupported HTTP method in CORS config. Unsupported method is ${m}`);
+    }
+  }
+  for (const o of rule.allowedOrigins) {
+    if (!ORIGIN.test(o)) refuse(`AllowedOrigin "${o}" is not a valid origin`);
+    if (o.split("*").length > 2) {
+      refuse(`AllowedOrigin "${o}" can not have more than one wildcard.`);
+    }
+  }
+  for (const h of rule.allowedHeaders) {
+    if (!HEADER_NAME.test(h)) refuse(`AllowedHeader "${h}" is not a valid header name`);
+    if (h.split("*").length > 2) {
+      refuse(`AllowedHeader "${h}" can not have more than one wildcard.`);
+    }
+  }
+  for (const h of rule.exposeHeaders) {
+    if (!HEADER_NAME.test(h) || h.includes("*")) {
+      refuse(`ExposeHeader "${h}" contains wildcard or is not a valid header name`);
+    }
+  }
+  return rule;
 }
 
 /**
- * Parses and checks a CORSConfiguration document.
+ * Parses and checks a CORSConfiguration document as AWS does: 1 to 100 rules,
+ * each with at least one AllowedOrigin and AllowedMethod; methods GET, PUT,
+ * POST, DELETE and HEAD only; origins and AllowedHeaders with at most one `*`;
+ * header names HTTP tokens (ExposeHeader without `*`); MaxAgeSeconds a
+ * non-negative integer; ID at most 255 characters. Values are taken byte for
+ * byte, so a header name with a space, CR or LF is refused, never stored.
  *
- * @throws {S3Error} `MalformedXML`, `InvalidRequest` for an unknown method or a second wildcard
+ * @throws {S3Error} `MalformedXML` for the structure, `InvalidRequest` for a bad method, origin or header, `InvalidArgument` for a long ID
+ * @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutBucketCors.html
+ * @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_CORSRule.html
  */
-export function parseCorsConfiguration(text: string): CorsRule[] {
-  const doc = parseXmlBody(text, "CORSConfiguration");
-  const raw = asArray(
-    doc.CORSRule as Record<string, unknown> | Record<string, unknown>[] | undefined,
-  );
+export function parseCorsConfiguration(doc: XmlDoc): CorsRule[] {
+  const raw = childElements(doc, "CORSRule");
   if (raw.length === 0 || raw.length > MAX_CORS_RULES) {
     throw new S3Error(
       "MalformedXML",
       `A CORS configuration holds 1 to ${MAX_CORS_RULES} rules; it held ${raw.length}`,
     );
   }
-  return raw.map((r) => {
-    const rule: CorsRule = {
-      allowedOrigins: strings(r.AllowedOrigin),
-      allowedMethods: strings(r.AllowedMethod),
-      allowedHeaders: strings(r.AllowedHeader).map((h) => h.toLowerCase()),
-      exposeHeaders: strings(r.ExposeHeader),
-    };
-    if (typeof r.ID === "string") rule.id = r.ID;
-    if (r.MaxAgeSeconds !== undefined) {
-      const n = Number(r.MaxAgeSeconds);
-      if (!Number.isInteger(n) || n < 0) {
-        throw new S3Error("MalformedXML", "MaxAgeSeconds must be a non-negative integer");
-      }
-      rule.maxAgeSeconds = n;
-    }
-    if (rule.allowedOrigins.length === 0 || rule.allowedMethods.length === 0) {
-      throw new S3Error(
-        "MalformedXML",
-        "Every CORSRule needs an AllowedOrigin and an AllowedMethod",
-      );
-    }
-    for (const m of rule.allowedMethods) {
-      if (!METHODS.has(m)) {
-        throw new S3Error(
-          "InvalidRequest",
-          `Found unsupported HTTP method in CORS config. Unsupported method is ${m}`,
-        );
-      }
-    }
-    for (const v of [...rule.allowedOrigins, ...rule.allowedHeaders]) {
-      if (v.split("*").length > 2) {
-        throw new S3Error("InvalidRequest", `"${v}" can not have more than one wildcard`);
-      }
-    }
-    return rule;
-  });
+  return raw.map(parseRule);
 }
 
 /** Whether `value` matches `pattern`, which may hold one `*` standing for any run of characters. */
@@ -100,7 +138,9 @@ export function matchCorsRule(
 
 /** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutBucketCors.html */
 export async function PutBucketCors(ctx: S3Context): Promise<Response> {
-  const rules = parseCorsConfiguration(await readVerifiedText(ctx, 256 * 1024));
+  const rules = parseCorsConfiguration(
+    await readXmlBody(ctx, "CORSConfiguration", { maxBytes: 256 * 1024 }),
+  );
   await ctx.deps.log.propose({ type: "PutBucketCors", bucket: ctx.bucket, rules });
   return new Response(null, { status: 200 });
 }
@@ -125,6 +165,11 @@ export async function GetBucketCors(ctx: S3Context): Promise<Response> {
 export async function DeleteBucketCors(ctx: S3Context): Promise<Response> {
   await ctx.deps.log.propose({ type: "PutBucketCors", bucket: ctx.bucket, rules: null });
   return new Response(null, { status: 204 });
+}
+
+/** ExposeHeaders fit for a header value (a rule stored before they were checked may hold others). */
+function exposeHeaders(rule: CorsRule): string[] {
+  return rule.exposeHeaders.filter((h) => HEADER_NAME.test(h));
 }
 
 function allowOrigin(rule: CorsRule, origin: string): string {
@@ -160,8 +205,8 @@ export async function preflight(req: Request, reads: Reads, bucket: string): Pro
     "vary": "Origin, Access-Control-Request-Headers, Access-Control-Request-Method",
   });
   if (requested.length > 0) headers.set("access-control-allow-headers", requested.join(", "));
-  if (rule.exposeHeaders.length > 0) {
-    headers.set("access-control-expose-headers", rule.exposeHeaders.join(", "));
+  if (exposeHeaders(rule).length > 0) {
+    headers.set("access-control-expose-headers", exposeHeaders(rule).join(", "));
   }
   if (rule.maxAgeSeconds !== undefined) {
     headers.set("access-control-max-age", String(rule.maxAgeSeconds));
@@ -186,8 +231,8 @@ export async function addCorsHeaders(
   res.headers.set("access-control-allow-origin", allowOrigin(rule, origin));
   res.headers.set("access-control-allow-methods", rule.allowedMethods.join(", "));
   res.headers.append("vary", "Origin");
-  if (rule.exposeHeaders.length > 0) {
-    res.headers.set("access-control-expose-headers", rule.exposeHeaders.join(", "));
+  if (exposeHeaders(rule).length > 0) {
+    res.headers.set("access-control-expose-headers", exposeHeaders(rule).join(", "));
   }
   if (rule.maxAgeSeconds !== undefined) {
     res.headers.set("access-control-max-age", String(rule.maxAgeSeconds));

@@ -7,8 +7,6 @@
  * @see https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html
  * @module
  */
-import { escapeXml } from "./xml.ts";
-
 /** Every S3 error Hamster can answer: its HTTP status and default message. */
 export const S3_ERRORS = {
   AccessDenied: [403, "Access denied"],
@@ -78,9 +76,8 @@ export const S3_ERRORS = {
 export type S3ErrorCode = keyof typeof S3_ERRORS;
 
 /**
- * An S3 error: renders its own status and XML body.
- *
- * Body shape: `<Error><Code/><Message/><Resource/><RequestId/>...extra</Error>`.
+ * An S3 error: its code, HTTP status, message and extra elements; `renderError`
+ * in xml.ts renders the body `<Error><Code/><Message/>...extra<Resource/><RequestId/></Error>`.
  */
 export class S3Error extends Error {
   override name = "S3Error";
@@ -99,16 +96,6 @@ export class S3Error extends Error {
     this.status = S3_ERRORS[code][0];
     this.extra = opts.extra ?? {};
     this.headers = opts.headers ?? {};
-  }
-
-  /** The XML error document for `resource` (the request path) and `requestId`. */
-  toXml(resource: string, requestId: string): string {
-    const extra = Object.entries(this.extra)
-      .map(([k, v]) => `<${k}>${escapeXml(v)}</${k}>`)
-      .join("");
-    return `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${this.code}</Code>` +
-      `<Message>${escapeXml(this.message)}</Message>${extra}` +
-      `<Resource>${escapeXml(resource)}</Resource><RequestId>${requestId}</RequestId></Error>`;
   }
 }
 

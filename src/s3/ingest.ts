@@ -17,7 +17,15 @@ import {
 import { newDataId, type S3Context } from "./context.ts";
 import { S3Error } from "./errors.ts";
 import { MAX_PUT_SIZE_BYTES } from "./http.ts";
-import { decodeXmlText, MAX_XML_BODY_BYTES, readCappedBytes, readOrIncomplete } from "./xml.ts";
+import {
+  decodeXmlText,
+  MAX_XML_BODY_BYTES,
+  parseXmlBody,
+  readCappedBytes,
+  readOrIncomplete,
+  XML_GATE,
+  type XmlDoc,
+} from "./xml.ts";
 import { inlineHashPool } from "./hashing.ts";
 import { SMALL_OBJECT_MAX_BYTES } from "../data/local.ts";
 import type { RecordOwner } from "../data/segment_record.ts";
@@ -294,4 +302,34 @@ export async function readVerifiedText(
     }
   }
   return decodeXmlText(bytes);
+}
+
+/**
+ * Reads, verifies and parses an XML request body with root element `root`,
+ * through {@link XML_GATE} so that only a few bodies are held and parsed at once.
+ *
+ * @param opts.maxBytes the body cap for this operation (default {@link MAX_XML_BODY_BYTES})
+ * @param opts.optional an empty (or all-whitespace) body is allowed: then undefined
+ * @throws {S3Error} `SlowDown` when too many wait, `MalformedXML`, and what {@link readVerifiedText} throws
+ */
+export function readXmlBody(
+  ctx: S3Context,
+  root: string,
+  opts: { maxBytes?: number; optional: true },
+): Promise<XmlDoc | undefined>;
+export function readXmlBody(
+  ctx: S3Context,
+  root: string,
+  opts?: { maxBytes?: number; optional?: false },
+): Promise<XmlDoc>;
+export function readXmlBody(
+  ctx: S3Context,
+  root: string,
+  opts: { maxBytes?: number; optional?: boolean } = {},
+): Promise<XmlDoc | undefined> {
+  return XML_GATE.run(async () => {
+    const text = await readVerifiedText(ctx, opts.maxBytes ?? MAX_XML_BODY_BYTES);
+    if (opts.optional && text.trim() === "") return undefined;
+    return parseXmlBody(text, root);
+  });
 }

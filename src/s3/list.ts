@@ -134,7 +134,14 @@ function parseMaxKeys(v: string | null): number {
   return Math.min(n, MAX_KEYS);
 }
 
-function encodingOf(ctx: S3Context): (s: string) => string {
+/**
+ * The `encoding-type` of a listing: with `url`, key-valued fields are
+ * percent-encoded (UTF-8; `/` kept), so any key reads back exactly.
+ *
+ * @throws {S3Error} `InvalidArgument` for any other value
+ * @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html#API_ListObjectsV2_RequestSyntax
+ */
+export function encodingOf(ctx: S3Context): (s: string) => string {
   const enc = ctx.query.get("encoding-type");
   if (enc === null) return (s) => s;
   if (enc !== "url") {

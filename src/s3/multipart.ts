@@ -14,8 +14,8 @@ import { checksumHeader, compositeChecksum, parseChecksumAlgorithm } from "./che
 import { newId, OWNER, type S3Context, xmlResponse } from "./context.ts";
 import { S3Error } from "./errors.ts";
 import { isoDate, readObjectHeaders, unquoteEtag, validateKey } from "./http.ts";
-import { ingest, type Ingested, readVerifiedText } from "./ingest.ts";
-import { compareUtf8, listParam } from "./list.ts";
+import { ingest, type Ingested, readXmlBody } from "./ingest.ts";
+import { compareUtf8, encodingOf, listParam } from "./list.ts";
 import {
   asReader,
   copyBytes,
@@ -25,7 +25,7 @@ import {
 } from "./objects.ts";
 import { taggingHeader } from "./tagging.ts";
 import { requireBucket, requireUpload } from "./lookup.ts";
-import { asArray, parseXmlBody, renderXml } from "./xml.ts";
+import { childElements, childText, renderXml } from "./xml.ts";
 
 /** Upload ids Hamster issues: 48 lower-case hex digits. */
 const UPLOAD_ID = /^[0-9a-f]{48}$/;
@@ -175,10 +175,8 @@ export async function CompleteMultipartUpload(ctx: S3Context): Promise<Response>
   validateKey(ctx.key);
   const uploadId = uploadIdParam(ctx);
   const upload = await requireUpload(ctx, uploadId);
-  const doc = parseXmlBody(await readVerifiedText(ctx), "CompleteMultipartUpload");
-  const requested = asArray(
-    doc.Part as Record<string, unknown> | Record<string, unknown>[] | undefined,
-  );
+  const doc = await readXmlBody(ctx, "CompleteMultipartUpload");
+  const requested = childElements(doc, "Part");
   if (requested.length === 0) {
     throw new S3Error("MalformedXML", "You must specify at least one part");
   }
@@ -186,8 +184,8 @@ export async function CompleteMultipartUpload(ctx: S3Context): Promise<Response>
     throw new S3Error("MalformedXML", `A multipart upload has at most ${MAX_PART_NUMBER} parts`);
   }
   const parts = requested.map((p) => ({
-    partNumber: parsePartNumber(String(p.PartNumber ?? "")),
-    etag: unquoteEtag(String(p.ETag ?? "")),
+    partNumber: parsePartNumber(childText(p, "PartNumber") ?? ""),
+    etag: unquoteEtag(childText(p, "ETag") ?? ""),
     checksums: p,
   }));
   for (let i = 1; i < parts.length; i++) {
@@ -223,8 +221,10 @@ export async function CompleteMultipartUpload(ctx: S3Context): Promise<Response>
       }
       partChecksums.push(part.checksum.value);
     }
-    const sent = p.checksums[`Checksum${part.checksum?.algorithm ?? ""}`];
-    if (part.checksum && typeof sent === "string" && sent !== part.checksum.value) {
+    const sent = part.checksum
+      ? childText(p.checksums, `Checksum${part.checksum.algorithm}`)
+      : undefined;
+    if (part.checksum && sent !== undefined && sent !== part.checksum.value) {
       throw new S3Error("InvalidPart", `The checksum of part ${p.partNumber} does not match`);
     }
   }
@@ -301,11 +301,16 @@ function parseMax(v: string | null, name: string, max: number): number {
   return Math.min(Number(v), max);
 }
 
-/** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListParts.html */
+/**
+ * Lists an upload's parts; `encoding-type=url` encodes the Key (as the SDKs' ListPartsRequest offers).
+ *
+ * @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListParts.html
+ */
 export async function ListParts(ctx: S3Context): Promise<Response> {
   validateKey(ctx.key);
   const uploadId = uploadIdParam(ctx);
   const upload = await requireUpload(ctx, uploadId);
+  const enc = encodingOf(ctx);
   const maxParts = parseMax(ctx.query.get("max-parts"), "max-parts", 1000);
   const marker = parseMax(
     ctx.query.get("part-number-marker"),
@@ -324,7 +329,8 @@ export async function ListParts(ctx: S3Context): Promise<Response> {
   }
   return xmlResponse(renderXml("ListPartsResult", {
     Bucket: ctx.bucket,
-    Key: ctx.key,
+    ...(ctx.query.has("encoding-type") ? { EncodingType: "url" } : {}),
+    Key: enc(ctx.key),
     UploadId: uploadId,
     PartNumberMarker: markerSet ? marker : 0,
     ...(parts.length > 0 ? { NextPartNumberMarker: parts[parts.length - 1].partNumber } : {}),
@@ -348,6 +354,7 @@ export async function ListParts(ctx: S3Context): Promise<Response> {
 export async function ListMultipartUploads(ctx: S3Context): Promise<Response> {
   await requireBucket(ctx);
   const q = ctx.query;
+  const enc = encodingOf(ctx);
   const prefix = listParam(q, "prefix");
   const delimiter = listParam(q, "delimiter");
   const keyMarker = listParam(q, "key-marker");
@@ -385,17 +392,18 @@ export async function ListMultipartUploads(ctx: S3Context): Promise<Response> {
   const last = uploads[uploads.length - 1];
   return xmlResponse(renderXml("ListMultipartUploadsResult", {
     Bucket: ctx.bucket,
-    KeyMarker: keyMarker,
+    KeyMarker: enc(keyMarker),
     UploadIdMarker: uploadIdMarker,
     ...(isTruncated && last
-      ? { NextKeyMarker: last.key, NextUploadIdMarker: last.upload.uploadId }
+      ? { NextKeyMarker: enc(last.key), NextUploadIdMarker: last.upload.uploadId }
       : {}),
-    ...(delimiter !== "" ? { Delimiter: delimiter } : {}),
-    Prefix: prefix,
+    ...(q.has("encoding-type") ? { EncodingType: "url" } : {}),
+    ...(delimiter !== "" ? { Delimiter: enc(delimiter) } : {}),
+    Prefix: enc(prefix),
     MaxUploads: maxUploads,
     IsTruncated: isTruncated,
     Upload: uploads.map(({ key, upload }) => ({
-      Key: key,
+      Key: enc(key),
       UploadId: upload.uploadId,
       Initiator: { ...OWNER },
       Owner: { ...OWNER },
@@ -403,6 +411,6 @@ export async function ListMultipartUploads(ctx: S3Context): Promise<Response> {
       Initiated: isoDate(upload.initiatedMs),
       ...(upload.checksumAlgorithm ? { ChecksumAlgorithm: upload.checksumAlgorithm } : {}),
     })),
-    CommonPrefixes: commonPrefixes.map((p) => ({ Prefix: p })),
+    CommonPrefixes: commonPrefixes.map((p) => ({ Prefix: enc(p) })),
   }));
 }

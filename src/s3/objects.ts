@@ -28,11 +28,11 @@ import {
   ingest,
   type Ingested,
   isSmallBody,
-  readVerifiedText,
+  readXmlBody,
   storeStream,
 } from "./ingest.ts";
 import type { RecordOwner } from "../data/segment_record.ts";
-import { asArray, parseXmlBody, renderXml } from "./xml.ts";
+import { childElements, childText, renderXml } from "./xml.ts";
 import { type ObjectLayout, requireBucket, requireObjectLayout } from "./lookup.ts";
 import { refuseNonPrivateAcl } from "./acl.ts";
 import { taggingHeader } from "./tagging.ts";
@@ -342,24 +342,27 @@ export const MAX_DELETE_KEYS = 1000;
 /** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObjects.html */
 export async function DeleteObjects(ctx: S3Context): Promise<Response> {
   await requireBucket(ctx);
-  const doc = parseXmlBody(await readVerifiedText(ctx), "Delete");
-  const objects = asArray(
-    doc.Object as Record<string, unknown> | Record<string, unknown>[] | undefined,
-  );
+  const doc = await readXmlBody(ctx, "Delete");
+  const objects = childElements(doc, "Object");
   if (objects.length === 0 || objects.length > MAX_DELETE_KEYS) {
     throw new S3Error(
       "MalformedXML",
       `A Delete request must name 1 to ${MAX_DELETE_KEYS} keys; it named ${objects.length}`,
     );
   }
-  const quiet = String(doc.Quiet ?? "false").toLowerCase() === "true";
+  const quiet = (childText(doc, "Quiet") ?? "false").toLowerCase() === "true";
+  // Every Object is read before any key is deleted: one malformed entry refuses the request.
+  const named = objects.map((o) => {
+    const key = childText(o, "Key");
+    if (key === undefined) throw new S3Error("MalformedXML", "Every Object needs a Key");
+    return { key, versionId: childText(o, "VersionId") };
+  });
   const valid: string[] = [];
   const errors: { Key: string; Code: string; Message: string }[] = [];
-  for (const o of objects) {
-    const key = typeof o.Key === "string" ? o.Key : String(o.Key ?? "");
+  for (const { key, versionId } of named) {
     try {
       validateKey(key);
-      if (o.VersionId !== undefined && o.VersionId !== "null") {
+      if (versionId !== undefined && versionId !== "null") {
         throw new S3Error("NoSuchVersion", "The specified version does not exist");
       }
       valid.push(key);

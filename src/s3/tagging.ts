@@ -12,10 +12,10 @@
 import type { TagSet } from "../meta/mod.ts";
 import { type S3Context, xmlResponse } from "./context.ts";
 import { S3Error } from "./errors.ts";
-import { readVerifiedText } from "./ingest.ts";
+import { readXmlBody } from "./ingest.ts";
 import { validateKey } from "./http.ts";
 import { requireObject } from "./lookup.ts";
-import { asArray, parseXmlBody, renderXml } from "./xml.ts";
+import { childElement, childElements, childText, renderXml } from "./xml.ts";
 
 /** The most tags one object may carry. */
 export const MAX_TAGS = 10;
@@ -24,8 +24,12 @@ export const MAX_TAG_KEY_CHARS = 128;
 /** The longest tag value, in characters. */
 export const MAX_TAG_VALUE_CHARS = 256;
 
+/** Control characters (C0, DEL, C1) and the non-characters U+FFFE and U+FFFF. */
+// deno-lint-ignore no-control-regex
+const TAG_FORBIDDEN = /[\u0000-\u001F\u007F-\u009F\uFFFE\uFFFF]/;
+
 /**
- * Checks a tag set against the AWS limits.
+ * Checks a tag set against the AWS limits and refuses control characters.
  *
  * @throws {S3Error} `InvalidTag` (or `BadRequest` for too many tags, as AWS answers)
  */
@@ -47,6 +51,11 @@ export function validateTags(tags: TagSet): TagSet {
         "InvalidTag",
         `The TagValue for "${k}" must be at most ${MAX_TAG_VALUE_CHARS} characters`,
       );
+    }
+    for (const [what, text] of [["TagKey", k], ["TagValue", v]]) {
+      if (TAG_FORBIDDEN.test(text)) {
+        throw new S3Error("InvalidTag", `The ${what} you have provided is invalid`);
+      }
     }
     if (k.startsWith("aws:")) throw new S3Error("InvalidTag", `Tag keys may not start with "aws:"`);
     if (seen.has(k)) {
@@ -77,20 +86,14 @@ function tagSetXml(tags: TagSet) {
 /** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObjectTagging.html */
 export async function PutObjectTagging(ctx: S3Context): Promise<Response> {
   validateKey(ctx.key);
-  const doc = parseXmlBody(await readVerifiedText(ctx, 64 * 1024), "Tagging");
-  const set = (doc.TagSet ?? {}) as Record<string, unknown>;
-  const tags: TagSet = asArray(
-    set.Tag as Record<string, unknown> | Record<string, unknown>[] | undefined,
-  )
-    .map((t) => {
-      if (t.Key === undefined || typeof t.Key === "object") {
-        throw new S3Error("MalformedXML", "Every Tag needs a Key");
-      }
-      return [
-        String(t.Key),
-        t.Value === undefined || typeof t.Value === "object" ? "" : String(t.Value),
-      ];
-    });
+  const doc = await readXmlBody(ctx, "Tagging", { maxBytes: 64 * 1024 });
+  const set = childElement(doc, "TagSet");
+  if (set === undefined) throw new S3Error("MalformedXML", "Tagging needs a TagSet");
+  const tags: TagSet = childElements(set, "Tag").map((t) => {
+    const key = childText(t, "Key");
+    if (key === undefined) throw new S3Error("MalformedXML", "Every Tag needs a Key");
+    return [key, childText(t, "Value") ?? ""];
+  });
   validateTags(tags);
   await ctx.deps.log.propose({ type: "PutObjectTagging", bucket: ctx.bucket, key: ctx.key, tags });
   return new Response(null, { status: 200 });

@@ -30,6 +30,7 @@ const CHECKS = [
   "delete_object",
   "upload_file_download_file",
   "empty_put_then_next_request",
+  "control_character_key",
   "delete_objects_delete_bucket",
 ];
 

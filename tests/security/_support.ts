@@ -544,6 +544,26 @@ export function authenticate(
 // S3 answers
 // ---------------------------------------------------------------------------------------
 
+/**
+ * Why `text` is not a well-formed XML 1.0 document, or null when it is: fast-xml-parser's
+ * validator, plus what it lets through and strict parsers (Python's expat, so boto3) refuse:
+ * a raw code point XML 1.0 forbids, or a character reference to one (`&#x1;`).
+ */
+export function xmlProblem(text: string): string | null {
+  const valid = XMLValidator.validate(text);
+  if (valid !== true) return `not well-formed: ${JSON.stringify(valid.err)}`;
+  // deno-lint-ignore no-control-regex
+  const raw = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/.exec(text);
+  if (raw) return `raw U+${raw[0].charCodeAt(0).toString(16).padStart(4, "0")} at ${raw.index}`;
+  for (const m of text.matchAll(/&#(x[0-9a-fA-F]+|[0-9]+);/g)) {
+    const cp = m[1][0] === "x" ? parseInt(m[1].slice(1), 16) : parseInt(m[1], 10);
+    const ok = cp === 0x9 || cp === 0xa || cp === 0xd || (cp >= 0x20 && cp <= 0xd7ff) ||
+      (cp >= 0xe000 && cp <= 0xfffd) || (cp >= 0x10000 && cp <= 0x10ffff);
+    if (!ok) return `a reference to a forbidden character ${m[0]} at ${m.index}`;
+  }
+  return null;
+}
+
 /** The text of the first `<name>` element, or undefined. */
 export function xmlText(xml: string, name: string): string | undefined {
   const m = new RegExp(`<${name}>([\\s\\S]*?)</${name}>`).exec(xml);
@@ -580,7 +600,7 @@ export function errorCodeOf(reply: HttpReply, head = false): string {
     /^<\?xml version="1\.0" encoding="UTF-8"\?>\s*<Error>/,
     `not S3 error XML: ${where}`,
   );
-  assert.equal(XMLValidator.validate(text), true, `error XML is not well-formed: ${where}`);
+  assert.equal(xmlProblem(text), null, `error XML is not well-formed XML 1.0: ${where}`);
   for (const field of ["Code", "Message", "Resource", "RequestId"]) {
     assert.ok(xmlText(text, field) !== undefined, `error XML lacks <${field}>: ${where}`);
   }
