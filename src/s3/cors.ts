@@ -98,9 +98,16 @@ export function matchCorsRule(
   );
 }
 
-/** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutBucketCors.html */
+/** The largest CORS configuration document, in bytes ("limited to 64 KB in size"). */
+export const MAX_CORS_CONFIGURATION_BYTES = 64 * 1024;
+
+/**
+ * @throws {S3Error} `MaxMessageLengthExceeded` over {@link MAX_CORS_CONFIGURATION_BYTES}
+ * (or when the stored record would exceed Deno KV's value limit)
+ * @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutBucketCors.html
+ */
 export async function PutBucketCors(ctx: S3Context): Promise<Response> {
-  const rules = parseCorsConfiguration(await readVerifiedText(ctx, 256 * 1024));
+  const rules = parseCorsConfiguration(await readVerifiedText(ctx, MAX_CORS_CONFIGURATION_BYTES));
   await ctx.deps.log.propose({ type: "PutBucketCors", bucket: ctx.bucket, rules });
   return new Response(null, { status: 200 });
 }

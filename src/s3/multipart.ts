@@ -21,6 +21,7 @@ import {
   copyBytes,
   copySource,
   refuseUnsupportedWriteHeaders,
+  releaseUnapplied,
   removeGarbage,
 } from "./objects.ts";
 import { taggingHeader } from "./tagging.ts";
@@ -103,7 +104,7 @@ export async function CreateMultipartUpload(ctx: S3Context): Promise<Response> {
   );
 }
 
-/** Records stored bytes as part `partNumber`; removes them when the commit fails. */
+/** Records stored bytes as part `partNumber`; releases them when the command did not apply. */
 async function commitPart(
   ctx: S3Context,
   uploadId: string,
@@ -127,7 +128,7 @@ async function commitPart(
     });
     removeGarbage(ctx, result.garbage);
   } catch (err) {
-    removeGarbage(ctx, [part.data]);
+    releaseUnapplied(ctx, err, [part.data]);
     throw err;
   }
   return part;

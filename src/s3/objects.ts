@@ -13,6 +13,7 @@ import {
   type DataRef,
   keys,
   type ManifestPart,
+  notApplied,
   type ObjectRecord,
   readManifest,
   type WriteCondition,
@@ -66,6 +67,17 @@ export async function requireObject(
  */
 export function removeGarbage(ctx: S3Context, garbage: DataRef[]): void {
   ctx.deps.reclaimer.retire(garbage);
+}
+
+/**
+ * After `propose()` rejected the command that would have referenced `refs`:
+ * hands them to the reclaimer only when the log promises the command is not
+ * visible (a `MetaError`, see `notApplied`). Any other failure may have left
+ * a committed record naming them, so they are kept; if none does, the startup
+ * sweep removes them (ADR 0009).
+ */
+export function releaseUnapplied(ctx: S3Context, err: unknown, refs: DataRef[]): void {
+  if (notApplied(err)) ctx.deps.reclaimer.retire(refs);
 }
 
 /** An object's record with, for a multipart object, its whole manifest. */
@@ -181,7 +193,7 @@ function checksumHeaders(record: { checksum?: ObjectRecord["checksum"] }): Recor
   };
 }
 
-/** Proposes a PutObject for stored bytes; removes them when the commit fails. */
+/** Proposes a PutObject for stored bytes; releases them when the command did not apply. */
 async function commitObject(
   ctx: S3Context,
   ingested: Ingested,
@@ -198,7 +210,7 @@ async function commitObject(
     });
     removeGarbage(ctx, result.garbage);
   } catch (err) {
-    removeGarbage(ctx, [ingested.data]);
+    releaseUnapplied(ctx, err, [ingested.data]);
     throw err;
   } finally {
     ctx.deps.data.settle(ingested.data);
