@@ -81,6 +81,20 @@ interface Pending {
   reject(err: unknown): void;
 }
 
+/**
+ * A failure of `apply()` for `cmd`, after its writes were rolled back: a
+ * `MetaError` as it is, anything else (a KV read that failed) as
+ * `ServiceUnavailable`, which promises that nothing of the command is visible.
+ */
+function asNotApplied(cmd: Command, err: unknown): MetaError {
+  if (err instanceof MetaError) return err;
+  return new MetaError(
+    "ServiceUnavailable",
+    `Applying ${cmd.type} failed; nothing of it was written: ${(err as Error)?.message ?? err}`,
+    { cause: err },
+  );
+}
+
 /** How one command of a group came out of `apply()`: its units are `[firstUnit, endUnit)`. */
 type Outcome =
   | { ok: true; result: ApplyResult; firstUnit: number; endUnit: number }
@@ -93,7 +107,8 @@ type Outcome =
  *
  * Failure semantics (ADR 0009): a command too large for Deno KV is refused
  * before it joins a group; a command that fails inside `apply()` is rolled
- * back alone and the group goes on; no command is answered before the group's
+ * back alone (a `MetaError`; any other error becomes `ServiceUnavailable`)
+ * and the group goes on; no command is answered before the group's
  * flush has ended, and a failed flush answers each command by what reached KV:
  * success if all its writes are durable, `MetaError` `ServiceUnavailable` if
  * none was sent, {@link CommitOutcomeUnknown} otherwise.
@@ -154,7 +169,12 @@ export class LocalLog implements MetaLog {
           } catch (err) {
             // Only this command's writes are undone; the group goes on without it.
             this.#group.rollback(firstUnit);
-            outcomes.push({ ok: false, err, firstUnit, endUnit: firstUnit });
+            outcomes.push({
+              ok: false,
+              err: asNotApplied(p.cmd, err),
+              firstUnit,
+              endUnit: firstUnit,
+            });
           }
         }
         let failure: GroupCommitError | null = null;
@@ -176,7 +196,8 @@ export class LocalLog implements MetaLog {
             p.reject(
               new MetaError(
                 "ServiceUnavailable",
-                `The metadata store failed to commit this request's group; nothing of it was written`,
+                "The metadata store failed to commit this request's group; nothing of it was written",
+                { cause: failure.cause },
               ),
             );
           } else {
