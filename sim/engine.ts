@@ -18,6 +18,7 @@
  */
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
+import { serialize } from "node:v8";
 import { formatAmzDate, sha256Hex, signRequest } from "../src/auth/sign.ts";
 import { LocalDataPath } from "../src/data/local.ts";
 import { type CompactionReport, compactSegments } from "../src/data/compactor.ts";
@@ -47,7 +48,6 @@ import {
   type PartRecord,
   sweepMetadata,
   type UploadRecord,
-  valueSizeBytes,
 } from "../src/meta/mod.ts";
 import { createS3App } from "../src/s3/app.ts";
 import { SimDisk } from "./disk.ts";
@@ -1158,7 +1158,7 @@ class EngineRun {
     };
     // The check measures the rules in a minimal bucket record; the real one is longer.
     const minimal = { name: BUCKET, createdMs: 0, region: "", cors: [rule] };
-    rule.allowedOrigins[0] = "x".repeat(65536 - 4 - valueSizeBytes(minimal));
+    rule.allowedOrigins[0] = "x".repeat(65536 - 4 - serialize(minimal).byteLength);
     return { type: "PutBucketCors", bucket: BUCKET, rules: [rule] };
   }
 

@@ -4,6 +4,7 @@
  * through a group answers every command by what reached KV.
  */
 import assert from "node:assert/strict";
+import { serialize } from "node:v8";
 import { openDenoKv } from "../io/deno/kv.ts";
 import type { KvAtomic, KvKey, MetaKv } from "../io/mod.ts";
 import {
@@ -96,7 +97,7 @@ Deno.test("LocalLog rolls back a command that fails inside apply() after writing
   await withKv((kv) => kv, async (kv, log) => {
     // An upload record just under 64 KiB: the object record completing it is over.
     const upload: UploadRecord = { uploadId: "up", initiatedMs: 1, userMeta: { pad: "" } };
-    upload.userMeta.pad = "u".repeat(65536 - 40 - valueSizeBytes(upload));
+    upload.userMeta.pad = "u".repeat(65536 - 40 - serialize(upload).byteLength);
     assert.ok(valueSizeBytes(upload) <= 65536);
     await log.propose({ type: "CreateMultipartUpload", bucket: "b", key: "big", upload });
     const part = { partNumber: 1, etag: "p1", lastModifiedMs: 1, data: record(999).data! };
@@ -209,3 +210,22 @@ for (const written of [false, true]) {
     });
   });
 }
+
+Deno.test("valueSizeBytes() is never below what Deno KV counts, and exact over the limit", () => {
+  const strings = ["", "a", "\u00e9t\u00e9", "\u4e00\u4e8c", "\u{1F600}", "x".repeat(300)];
+  let x = 7;
+  const next = () => (x = (x * 1103515245 + 12345) >>> 0);
+  for (let i = 0; i < 300; i++) {
+    const s = () => strings[next() % strings.length].repeat(1 + (next() % 40));
+    const value = {
+      ...record(next()),
+      contentType: s(),
+      userMeta: Object.fromEntries(Array.from({ length: next() % 5 }, () => [s(), s()])),
+      tags: Array.from({ length: next() % 4 }, () => [s(), s()]),
+      n: [0, -1, 2 ** 31, 1.5, 1733300000000][next() % 5],
+    };
+    assert.ok(valueSizeBytes(value) >= serialize(value).byteLength);
+  }
+  const big = { s: "\u4e00".repeat(40_000) };
+  assert.equal(valueSizeBytes(big), serialize(big).byteLength);
+});
