@@ -10,6 +10,9 @@
  * units are dropped, and the group goes on. A flush writes the units in order,
  * so after a failed flush KV holds a prefix of them; {@link GroupCommitError}
  * says which prefix is durable and which units may or may not be (ADR 0009).
+ * Every KV commit of a flush also sets `["sys", "flush"]` to the next
+ * sequence number, so after a commit fails, reading that key back tells
+ * whether it was written (a rejected Deno KV commit has finished either way).
  *
  * Pure apart from the MetaKv it wraps: no clock, no randomness.
  *
@@ -24,6 +27,7 @@ import {
   type MetaKv,
 } from "../io/mod.ts";
 import { keySizeBytes, valueSizeBytes } from "./limits.ts";
+import { keys } from "./records.ts";
 
 type Part = KvKey[number];
 interface Op {
@@ -113,8 +117,9 @@ function measure(key: KvKey, value: unknown, deleted: boolean): Op {
  * Thrown by {@link GroupKv.flush} when a KV commit fails. Units are numbered
  * in the order they were written since the previous flush:
  * `[0, durableUnits)` reached KV, `[durableUnits, attemptedUnits)` were in the
- * commit that failed (a commit that throws may or may not have been written),
- * and `[attemptedUnits, ...)` were never sent.
+ * commit that failed and may or may not have been written (empty when reading
+ * back the flush sequence number told), and `[attemptedUnits, ...)` were never
+ * written.
  */
 export class GroupCommitError extends Error {
   override name = "GroupCommitError";
@@ -141,6 +146,8 @@ export class GroupKv implements MetaKv {
   #units: Op[][] = [];
   /** Base values read ahead by `prefetch()`; valid until the next flush, as only flush writes the base. */
   #readAhead = new Map<string, KvEntry<unknown> | null>();
+  /** The flush sequence number in the base KV; `null` until read (or after a read-back failed). */
+  #flushSeq: number | null = null;
 
   constructor(readonly base: MetaKv) {}
 
@@ -272,16 +279,26 @@ export class GroupKv implements MetaKv {
     let batchEnd = 0;
     const commit = async () => {
       if (batch.size === 0) return;
+      if (this.#flushSeq === null) {
+        try {
+          this.#flushSeq = (await this.base.get<number>(keys.flush()))?.value ?? 0;
+        } catch (err) {
+          throw new GroupCommitError(durableUnits, durableUnits, err);
+        }
+      }
+      const seq = this.#flushSeq + 1;
       const atomic = this.base.atomic();
       for (const op of batch.values()) {
         if (op.deleted) atomic.delete(op.key);
         else atomic.set(op.key, op.value);
       }
+      atomic.set(keys.flush(), seq);
       try {
         if (!await atomic.commit()) throw new Error("Metadata group commit failed a check");
       } catch (err) {
-        throw new GroupCommitError(durableUnits, batchEnd, err);
+        throw await this.#outcome(seq, durableUnits, batchEnd, err);
       }
+      this.#flushSeq = seq;
       durableUnits = batchEnd;
       batch = new Map();
       sizeBytes = 0;
@@ -290,7 +307,7 @@ export class GroupKv implements MetaKv {
       for (const unit of units) {
         const unitSize = unit.reduce((n, op) => n + op.sizeBytes, 0);
         if (
-          batch.size + unit.length > KV_LIMITS.mutationsPerCommit ||
+          batch.size + unit.length + 1 > KV_LIMITS.mutationsPerCommit ||
           sizeBytes + unitSize > KV_LIMITS.commitSizeBytes * 0.75
         ) {
           await commit();
@@ -308,6 +325,22 @@ export class GroupKv implements MetaKv {
       this.#overlay.clear();
       this.#readAhead.clear();
     }
+  }
+
+  /** After the commit of units `[from, to)` with sequence number `seq` failed: was it written? */
+  async #outcome(seq: number, from: number, to: number, err: unknown): Promise<GroupCommitError> {
+    try {
+      const now = (await this.base.get<number>(keys.flush()))?.value ?? 0;
+      if (now === seq) {
+        this.#flushSeq = seq;
+        return new GroupCommitError(to, to, err);
+      }
+      if (now === seq - 1) return new GroupCommitError(from, from, err);
+    } catch {
+      // unknown: read the sequence number again before the next commit
+    }
+    this.#flushSeq = null;
+    return new GroupCommitError(from, to, err);
   }
 
   close(): void {
