@@ -344,12 +344,17 @@ class HookedKv implements MetaKv {
 /**
  * Metadata faults (`commitFaults`): while `active` (the workload phases, not
  * boot or the checks), a KV commit fails with probability 8% before it is
- * written and 5% after it is durable, and a `get` or `getMany` fails with 2%.
- * A failed commit inside a group commit fails the rest of that group's flush.
+ * written and 5% after it is durable, and a `get` or `getMany` fails with 2%,
+ * or 50% for the first read after a failed commit (a store that fails a
+ * commit often fails the read that asks what became of it: the group's
+ * outcome is then unknown). A failed commit inside a group commit fails the
+ * rest of that group's flush.
  */
 class FaultyKv implements MetaKv {
   active = false;
   injected = 0;
+  /** A commit just failed: the next read fails with probability 1/2. */
+  #shaken = false;
   constructor(readonly inner: MetaKv, readonly rng: SimRng, readonly log: (l: string) => void) {}
   #fault(what: string, p: number): boolean {
     if (!this.active || !this.rng.chance(p)) return false;
@@ -358,7 +363,9 @@ class FaultyKv implements MetaKv {
     return true;
   }
   get<T>(key: KvKey): Promise<KvEntry<T> | null> {
-    if (this.#fault("KV get", 0.02)) return Promise.reject(new Error("Injected KV read failure"));
+    const p = this.#shaken ? 0.5 : 0.02;
+    this.#shaken = false;
+    if (this.#fault("KV get", p)) return Promise.reject(new Error("Injected KV read failure"));
     return this.inner.get<T>(key);
   }
   getMany<T>(keys: KvKey[]): Promise<(KvEntry<T> | null)[]> {
@@ -381,10 +388,12 @@ class FaultyKv implements MetaKv {
       delete: (key) => (a.delete(key), faulty),
       commit: async () => {
         if (this.#fault("KV commit (not written)", 0.08)) {
+          this.#shaken = true;
           throw new Error("Injected KV commit failure (not written)");
         }
         const ok = await a.commit();
         if (this.#fault("KV commit (durable)", 0.05)) {
+          this.#shaken = true;
           throw new Error("Injected KV commit failure (written)");
         }
         return ok;
