@@ -111,7 +111,7 @@ type Outcome =
  * and the group goes on; no command is answered before the group's
  * flush has ended, and a failed flush answers each command by what reached KV:
  * success if all its writes are durable, `MetaError` `ServiceUnavailable` if
- * none was sent, {@link CommitOutcomeUnknown} otherwise.
+ * none was written, {@link CommitOutcomeUnknown} otherwise.
  */
 export class LocalLog implements MetaLog {
   #queue: Pending[] = [];
@@ -192,7 +192,7 @@ export class LocalLog implements MetaLog {
           } else if (
             o.firstUnit >= failure.attemptedUnits || (!o.ok && o.firstUnit >= failure.durableUnits)
           ) {
-            // Nothing of it was sent (a failed command wrote nothing); what it read may not be durable.
+            // Nothing of it was written (a failed command writes nothing); what it read may not be durable.
             p.reject(
               new MetaError(
                 "ServiceUnavailable",
