@@ -128,7 +128,10 @@ export async function handleS3(req: Request, deps: ResolvedDeps): Promise<Respon
     res = await OPERATIONS[operation](ctx);
   } catch (err) {
     const s3err = toS3Error(err);
-    if (s3err.code === "InternalError") deps.logError(requestId, err);
+    // Server faults are logged: InternalError, and ServiceUnavailable (a failed metadata commit).
+    if (s3err.code === "InternalError" || s3err.code === "ServiceUnavailable") {
+      deps.logError(requestId, err);
+    }
     const headers = new Headers(s3err.headers);
     headers.set("x-amz-request-id", requestId);
     if (req.method === "HEAD" || s3err.status === 304) {
