@@ -1,0 +1,216 @@
+/**
+ * The HTTP listener of an S3 port: our own accept loop over `Deno.listen` (or
+ * `Deno.listenTls`, HTTP/2 by ALPN), each connection handed to Deno's HTTP
+ * server, with the connection controls `Deno.serve` lacks:
+ *
+ * - a cap on open connections: one over the cap is accepted and closed at once
+ *   (refused), and the refusals are logged, at most once a second;
+ * - a header timeout: a new connection that has not sent a whole request head
+ *   within `headerTimeoutMs` is closed (slowloris);
+ * - an idle timeout: a connection with no request in flight for
+ *   `idleTimeoutMs` is closed (an unfinished next request head included);
+ * - accept errors (`EMFILE` when descriptors run out) are logged and retried
+ *   with a back-off; they never end the process.
+ *
+ * Closing is Deno's graceful close of that connection: a request in flight
+ * still gets its response, an idle or half-sent one is dropped.
+ *
+ * @see docs/adr/0013-connection-control.md
+ * @module
+ */
+
+/** Handles one request. */
+export type RequestHandler = (req: Request) => Response | Promise<Response>;
+
+/** How an S3 port listens. */
+export interface ListenerOptions {
+  hostname: string;
+  port: number;
+  /** PEM certificate chain and key: HTTPS, with HTTP/2 offered by ALPN. */
+  tls?: { cert: string; key: string };
+  /** Connections open at once; one more is accepted and closed at once. */
+  maxConnections: number;
+  /** How long a new connection may take to send its first whole request head, ms. */
+  headerTimeoutMs: number;
+  /** How long a connection may stay without a request in flight, ms. */
+  idleTimeoutMs: number;
+  /** Where refusals and accept errors are reported (one line each). */
+  log: (line: string) => void;
+  /** Answers a request whose handler threw. */
+  onError: (err: unknown) => Response | Promise<Response>;
+}
+
+/** A listening S3 port. */
+export interface S3Listener {
+  /** The bound address (the real port when 0 was asked for). */
+  readonly addr: Deno.NetAddr;
+  /** Connections open now. */
+  readonly openConnections: number;
+  /** Connections refused over the cap since start. */
+  readonly refusedConnections: number;
+  /** Resolves when the listener stops accepting (after {@link shutdown}); never rejects. */
+  readonly finished: Promise<void>;
+  /** Stops accepting, closes idle connections, and resolves when in-flight requests are done. */
+  shutdown(): Promise<void>;
+}
+
+/** The internal per-connection entry of Deno's HTTP server (the one `Deno.serve` uses per listener). */
+type ServeOnConnection = (
+  conn: Deno.Conn,
+  signal: AbortSignal,
+  handler: (req: Request) => Response | Promise<Response>,
+  onError: (err: unknown) => Response | Promise<Response>,
+  onListen: (scheme: string) => void,
+) => { finished: Promise<void> };
+
+/** Shortest and longest pause after a failed accept, ms. */
+const ACCEPT_BACKOFF_MIN_MS = 10;
+const ACCEPT_BACKOFF_MAX_MS = 1_000;
+/** At most one log line per this many ms about refusals or accept errors. */
+const LOG_EVERY_MS = 1_000;
+
+function serveOnConnection(): ServeOnConnection {
+  // deno-lint-ignore no-explicit-any
+  const internal = (Deno as any)[(Deno as any).internal];
+  const fn = internal?.serveHttpOnConnection;
+  if (typeof fn !== "function") {
+    throw new Error(
+      `Deno ${Deno.version.deno} lacks Deno[Deno.internal].serveHttpOnConnection, which ` +
+        "the S3 listener needs for its connection limits (see docs/adr/0013-connection-control.md)",
+    );
+  }
+  return fn;
+}
+
+/**
+ * Listens on `opts.hostname:opts.port` and serves `handler` on every connection,
+ * under the cap and timeouts of `opts`.
+ *
+ * @throws {Deno.errors.AddrInUse} and other errors of binding the port
+ * @throws {Error} when this Deno lacks the internal per-connection server entry
+ * @see docs/adr/0013-connection-control.md
+ */
+export function listenS3(opts: ListenerOptions, handler: RequestHandler): S3Listener {
+  const serveConn = serveOnConnection();
+  const listener: Deno.Listener = opts.tls
+    ? Deno.listenTls({
+      hostname: opts.hostname,
+      port: opts.port,
+      cert: opts.tls.cert,
+      key: opts.tls.key,
+      alpnProtocols: ["h2", "http/1.1"],
+    })
+    : Deno.listen({ hostname: opts.hostname, port: opts.port });
+  const open = new Map<Deno.Conn, { close: AbortController; finished: Promise<void> }>();
+  let refused = 0;
+  let refusedLogged = 0;
+  let acceptErrors = 0;
+  let lastLogMs = -Infinity;
+  let stopping = false;
+
+  const logSometimes = (line: () => string) => {
+    const now = Date.now();
+    if (now - lastLogMs < LOG_EVERY_MS) return;
+    lastLogMs = now;
+    opts.log(line());
+  };
+
+  const serveConnection = (conn: Deno.Conn) => {
+    const close = new AbortController();
+    let inFlight = 0;
+    let timer: ReturnType<typeof setTimeout> | undefined = setTimeout(() => close.abort(), opts.headerTimeoutMs);
+    const perRequest = async (req: Request): Promise<Response> => {
+      if (inFlight++ === 0) clearTimeout(timer);
+      try {
+        return await handler(req);
+      } finally {
+        if (--inFlight === 0 && !close.signal.aborted) {
+          timer = setTimeout(() => close.abort(), opts.idleTimeoutMs);
+        }
+      }
+    };
+    let finished: Promise<void>;
+    try {
+      finished = serveConn(conn, close.signal, perRequest, opts.onError, () => {}).finished;
+    } catch (err) {
+      clearTimeout(timer);
+      try {
+        conn.close();
+      } catch {
+        // already closed
+      }
+      logSometimes(() => `listener: cannot serve a connection: ${(err as Error).message}`);
+      return;
+    }
+    const entry = {
+      close,
+      finished: finished.catch(() => {}).finally(() => {
+        clearTimeout(timer);
+        timer = undefined;
+        open.delete(conn);
+      }),
+    };
+    open.set(conn, entry);
+  };
+
+  const acceptLoop = async () => {
+    let backoffMs = ACCEPT_BACKOFF_MIN_MS;
+    while (!stopping) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (err) {
+        if (stopping || err instanceof Deno.errors.BadResource) return;
+        acceptErrors++;
+        logSometimes(() =>
+          `listener: accept failed (${acceptErrors} so far): ${(err as Error).message}; ` +
+          `${open.size} connection(s) open; retrying`
+        );
+        await new Promise((r) => setTimeout(r, backoffMs));
+        backoffMs = Math.min(ACCEPT_BACKOFF_MAX_MS, backoffMs * 2);
+        continue;
+      }
+      backoffMs = ACCEPT_BACKOFF_MIN_MS;
+      if (open.size >= opts.maxConnections) {
+        refused++;
+        try {
+          conn.close();
+        } catch {
+          // already closed
+        }
+        logSometimes(() => {
+          const line = `listener: ${refused - refusedLogged} connection(s) refused: ` +
+            `${open.size} open, the limit is ${opts.maxConnections} (-max-connections)`;
+          refusedLogged = refused;
+          return line;
+        });
+        continue;
+      }
+      serveConnection(conn);
+    }
+  };
+  const accepting = acceptLoop();
+
+  return {
+    addr: listener.addr as Deno.NetAddr,
+    get openConnections() {
+      return open.size;
+    },
+    get refusedConnections() {
+      return refused;
+    },
+    finished: accepting,
+    async shutdown() {
+      stopping = true;
+      try {
+        listener.close();
+      } catch {
+        // already closed
+      }
+      await accepting;
+      const entries = [...open.values()];
+      for (const e of entries) e.close.abort();
+      await Promise.all(entries.map((e) => e.finished));
+    },
+  };
+}
