@@ -57,11 +57,11 @@ export interface S3Listener {
 /** The internal per-connection entry of Deno's HTTP server (the one `Deno.serve` uses per listener). */
 type ServeOnConnection = (
   conn: Deno.Conn,
-  signal: AbortSignal,
+  signal: AbortSignal | undefined,
   handler: (req: Request) => Response | Promise<Response>,
   onError: (err: unknown) => Response | Promise<Response>,
   onListen: (scheme: string) => void,
-) => { finished: Promise<void> };
+) => { finished: Promise<void>; shutdown(): Promise<void> };
 
 /** Shortest and longest pause after a failed accept, ms. */
 const ACCEPT_BACKOFF_MIN_MS = 10;
@@ -101,7 +101,7 @@ export function listenS3(opts: ListenerOptions, handler: RequestHandler): S3List
       alpnProtocols: ["h2", "http/1.1"],
     })
     : Deno.listen({ hostname: opts.hostname, port: opts.port });
-  const open = new Map<Deno.Conn, { close: AbortController; finished: Promise<void> }>();
+  const open = new Map<Deno.Conn, { close: () => void; finished: Promise<void> }>();
   let refused = 0;
   let refusedLogged = 0;
   let acceptErrors = 0;
@@ -116,22 +116,28 @@ export function listenS3(opts: ListenerOptions, handler: RequestHandler): S3List
   };
 
   const serveConnection = (conn: Deno.Conn) => {
-    const close = new AbortController();
+    // Deno's shutdown of one connection: tolerates one already closed, answers requests in flight.
+    let served: { finished: Promise<void>; shutdown(): Promise<void> } | undefined;
+    let closing = false;
+    const close = () => {
+      if (closing) return;
+      closing = true;
+      served?.shutdown().catch((err) =>
+        logSometimes(() => `listener: closing a connection failed: ${(err as Error).message}`)
+      );
+    };
     let inFlight = 0;
-    let timer: ReturnType<typeof setTimeout> | undefined = setTimeout(() => close.abort(), opts.headerTimeoutMs);
+    let timer: ReturnType<typeof setTimeout> | undefined = setTimeout(close, opts.headerTimeoutMs);
     const perRequest = async (req: Request): Promise<Response> => {
       if (inFlight++ === 0) clearTimeout(timer);
       try {
         return await handler(req);
       } finally {
-        if (--inFlight === 0 && !close.signal.aborted) {
-          timer = setTimeout(() => close.abort(), opts.idleTimeoutMs);
-        }
+        if (--inFlight === 0 && !closing) timer = setTimeout(close, opts.idleTimeoutMs);
       }
     };
-    let finished: Promise<void>;
     try {
-      finished = serveConn(conn, close.signal, perRequest, opts.onError, () => {}).finished;
+      served = serveConn(conn, undefined, perRequest, opts.onError, () => {});
     } catch (err) {
       clearTimeout(timer);
       try {
@@ -144,7 +150,7 @@ export function listenS3(opts: ListenerOptions, handler: RequestHandler): S3List
     }
     const entry = {
       close,
-      finished: finished.catch(() => {}).finally(() => {
+      finished: served.finished.catch(() => {}).finally(() => {
         clearTimeout(timer);
         timer = undefined;
         open.delete(conn);
@@ -209,7 +215,7 @@ export function listenS3(opts: ListenerOptions, handler: RequestHandler): S3List
       }
       await accepting;
       const entries = [...open.values()];
-      for (const e of entries) e.close.abort();
+      for (const e of entries) e.close();
       await Promise.all(entries.map((e) => e.finished));
     },
   };
