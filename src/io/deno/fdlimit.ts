@@ -51,7 +51,11 @@ export async function raiseFdLimit(): Promise<
   let problem: string | undefined;
   try {
     const out = await new Deno.Command("prlimit", {
-      args: ["--pid", String(Deno.pid), `--nofile=${target}:${before.hard === Infinity ? "unlimited" : before.hard}`],
+      args: [
+        "--pid",
+        String(Deno.pid),
+        `--nofile=${target}:${before.hard === Infinity ? "unlimited" : before.hard}`,
+      ],
       stdin: "null",
       stdout: "null",
       stderr: "piped",

@@ -12,14 +12,17 @@
  * - accept errors (`EMFILE` when descriptors run out) are logged and retried
  *   with a back-off; they never end the process.
  *
- * Closing is Deno's graceful close of that connection: a request in flight
- * still gets its response, an idle or half-sent one is dropped.
+ * A timeout closes with Deno's graceful close of that connection: a request in
+ * flight still gets its response, an idle or half-sent head is dropped. A
+ * response that says `connection: close` closes the connection at once after it
+ * is sent, without reading the rest of the request body (Deno would otherwise
+ * read it all, however long): that is how a refused upload is cut short.
  *
  * @see docs/adr/0013-connection-control.md
  * @module
  */
 
-/** Handles one request. */
+/** Handles one request. A response with `connection: close` ends the connection once sent. */
 export type RequestHandler = (req: Request) => Response | Promise<Response>;
 
 /** How an S3 port listens. */
@@ -57,8 +60,8 @@ export interface S3Listener {
 /** The internal per-connection entry of Deno's HTTP server (the one `Deno.serve` uses per listener). */
 type ServeOnConnection = (
   conn: Deno.Conn,
-  signal: AbortSignal | undefined,
-  handler: (req: Request) => Response | Promise<Response>,
+  signal: AbortSignal,
+  handler: (req: Request, info: { completed: Promise<void> }) => Promise<Response>,
   onError: (err: unknown) => Response | Promise<Response>,
   onListen: (scheme: string) => void,
 ) => { finished: Promise<void>; shutdown(): Promise<void> };
@@ -126,18 +129,44 @@ export function listenS3(opts: ListenerOptions, handler: RequestHandler): S3List
         logSometimes(() => `listener: closing a connection failed: ${(err as Error).message}`)
       );
     };
+    // Deno's abort of one connection (no graceful part): it takes only `addEventListener`
+    // from the signal, and throws when the connection is gone already, so it is called here.
+    let abortNow: (() => void) | undefined;
+    const abortHook = {
+      addEventListener: (type: string, fn: () => void) => {
+        if (type === "abort") abortNow = fn;
+      },
+    } as unknown as AbortSignal;
+    const closeNow = () => {
+      closing = true;
+      try {
+        abortNow?.();
+      } catch {
+        // already closed
+      }
+    };
     let inFlight = 0;
     let timer: ReturnType<typeof setTimeout> | undefined = setTimeout(close, opts.headerTimeoutMs);
-    const perRequest = async (req: Request): Promise<Response> => {
+    const perRequest = async (
+      req: Request,
+      info: { completed: Promise<void> },
+    ): Promise<Response> => {
       if (inFlight++ === 0) clearTimeout(timer);
+      let res: Response | undefined;
       try {
-        return await handler(req);
+        res = await handler(req);
+        return res;
       } finally {
         if (--inFlight === 0 && !closing) timer = setTimeout(close, opts.idleTimeoutMs);
+        if (res?.headers.get("connection")?.toLowerCase() === "close") {
+          // Once the answer is out (the next macrotask: `completed` comes just before the
+          // last bytes are flushed), end the connection instead of draining the body.
+          info.completed.catch(() => {}).then(() => setTimeout(closeNow, 0));
+        }
       }
     };
     try {
-      served = serveConn(conn, undefined, perRequest, opts.onError, () => {});
+      served = serveConn(conn, abortHook, perRequest, opts.onError, () => {});
     } catch (err) {
       clearTimeout(timer);
       try {
