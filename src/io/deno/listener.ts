@@ -69,6 +69,8 @@ type ServeOnConnection = (
 /** Shortest and longest pause after a failed accept, ms. */
 const ACCEPT_BACKOFF_MIN_MS = 10;
 const ACCEPT_BACKOFF_MAX_MS = 1_000;
+/** How long a timed-out connection gets to close gracefully before it is cut, ms. */
+const CLOSE_GRACE_MS = 1_000;
 /** At most one log line per this many ms about refusals or accept errors. */
 const LOG_EVERY_MS = 1_000;
 
@@ -118,7 +120,32 @@ export function listenS3(opts: ListenerOptions, handler: RequestHandler): S3List
     opts.log(line());
   };
 
-  const serveConnection = (conn: Deno.Conn) => {
+  const closeConn = (conn: Deno.Conn) => {
+    try {
+      conn.close();
+    } catch {
+      // already closed
+    }
+  };
+
+  // A TLS handshake happens before Deno's HTTP server has the connection, and neither of its
+  // closes ends one that stalls: it is done here, under the header timeout.
+  const handshakeThenServe = (conn: Deno.TlsConn) => {
+    const startMs = Date.now();
+    const timer = setTimeout(() => closeConn(conn), opts.headerTimeoutMs);
+    const finished = conn.handshake().then(
+      () => true,
+      () => false,
+    ).then((ok) => {
+      clearTimeout(timer);
+      open.delete(conn);
+      if (!ok || stopping) return closeConn(conn);
+      serveConnection(conn, Math.max(1, opts.headerTimeoutMs - (Date.now() - startMs)));
+    });
+    open.set(conn, { close: () => closeConn(conn), finished });
+  };
+
+  const serveConnection = (conn: Deno.Conn, headerTimeoutMs = opts.headerTimeoutMs) => {
     // Deno's shutdown of one connection: tolerates one already closed, answers requests in flight.
     let served: { finished: Promise<void>; shutdown(): Promise<void> } | undefined;
     let closing = false;
@@ -145,8 +172,14 @@ export function listenS3(opts: ListenerOptions, handler: RequestHandler): S3List
         // already closed
       }
     };
+    // A timeout closes gracefully (a head that completes meanwhile is answered), then at once
+    // after CLOSE_GRACE_MS: a graceful close does not end a TLS handshake that never finishes.
+    const timedOut = () => {
+      close();
+      timer = setTimeout(closeNow, CLOSE_GRACE_MS);
+    };
     let inFlight = 0;
-    let timer: ReturnType<typeof setTimeout> | undefined = setTimeout(close, opts.headerTimeoutMs);
+    let timer: ReturnType<typeof setTimeout> | undefined = setTimeout(timedOut, headerTimeoutMs);
     const perRequest = async (
       req: Request,
       info: { completed: Promise<void> },
@@ -157,7 +190,7 @@ export function listenS3(opts: ListenerOptions, handler: RequestHandler): S3List
         res = await handler(req);
         return res;
       } finally {
-        if (--inFlight === 0 && !closing) timer = setTimeout(close, opts.idleTimeoutMs);
+        if (--inFlight === 0 && !closing) timer = setTimeout(timedOut, opts.idleTimeoutMs);
         if (res?.headers.get("connection")?.toLowerCase() === "close") {
           // Once the answer is out (the next macrotask: `completed` comes just before the
           // last bytes are flushed), end the connection instead of draining the body.
@@ -169,11 +202,7 @@ export function listenS3(opts: ListenerOptions, handler: RequestHandler): S3List
       served = serveConn(conn, abortHook, perRequest, opts.onError, () => {});
     } catch (err) {
       clearTimeout(timer);
-      try {
-        conn.close();
-      } catch {
-        // already closed
-      }
+      closeConn(conn);
       logSometimes(() => `listener: cannot serve a connection: ${(err as Error).message}`);
       return;
     }
@@ -208,11 +237,7 @@ export function listenS3(opts: ListenerOptions, handler: RequestHandler): S3List
       backoffMs = ACCEPT_BACKOFF_MIN_MS;
       if (open.size >= opts.maxConnections) {
         refused++;
-        try {
-          conn.close();
-        } catch {
-          // already closed
-        }
+        closeConn(conn);
         logSometimes(() => {
           const line = `listener: ${refused - refusedLogged} connection(s) refused: ` +
             `${open.size} open, the limit is ${opts.maxConnections} (-max-connections)`;
@@ -221,7 +246,8 @@ export function listenS3(opts: ListenerOptions, handler: RequestHandler): S3List
         });
         continue;
       }
-      serveConnection(conn);
+      if (opts.tls) handshakeThenServe(conn as Deno.TlsConn);
+      else serveConnection(conn);
     }
   };
   const accepting = acceptLoop();
