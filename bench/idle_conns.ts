@@ -71,7 +71,10 @@ async function main() {
       "-idle-timeout",
       "5m",
     ],
-    env: { HAMSTER_ACCESS_KEY_ID: CREDS.accessKeyId, HAMSTER_SECRET_ACCESS_KEY: CREDS.secretAccessKey },
+    env: {
+      HAMSTER_ACCESS_KEY_ID: CREDS.accessKeyId,
+      HAMSTER_SECRET_ACCESS_KEY: CREDS.secretAccessKey,
+    },
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
