@@ -12,8 +12,10 @@
  * - accept errors (`EMFILE` when descriptors run out) are logged and retried
  *   with a back-off; they never end the process.
  *
- * A timeout closes with Deno's graceful close of that connection: a request in
- * flight still gets its response, an idle or half-sent head is dropped. A
+ * A timeout closes with Deno's graceful close of that connection (an idle or
+ * half-sent head is dropped), and cuts it a second later if still open. Over
+ * TLS the handshake runs here first; one that stalls cannot be closed in Deno
+ * 2.9.6, so it keeps its place under the cap until the peer goes. A
  * response that says `connection: close` closes the connection at once after it
  * is sent, without reading the rest of the request body (Deno would otherwise
  * read it all, however long): that is how a refused upload is cut short.
@@ -128,16 +130,16 @@ export function listenS3(opts: ListenerOptions, handler: RequestHandler): S3List
     }
   };
 
-  // A TLS handshake happens before Deno's HTTP server has the connection, and neither of its
-  // closes ends one that stalls: it is done here, under the header timeout.
+  // A TLS handshake happens before Deno's HTTP server has the connection. In Deno 2.9.6 no
+  // close ends one that stalls (the socket stays open until the peer leaves, ADR 0013), so the
+  // connection keeps its place under the cap until the handshake settles: descriptors stay
+  // bounded by `maxConnections`. What is left of the header timeout then applies.
   const handshakeThenServe = (conn: Deno.TlsConn) => {
     const startMs = Date.now();
-    const timer = setTimeout(() => closeConn(conn), opts.headerTimeoutMs);
     const finished = conn.handshake().then(
       () => true,
       () => false,
     ).then((ok) => {
-      clearTimeout(timer);
       open.delete(conn);
       if (!ok || stopping) return closeConn(conn);
       serveConnection(conn, Math.max(1, opts.headerTimeoutMs - (Date.now() - startMs)));
