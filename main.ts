@@ -214,7 +214,7 @@ async function serve(args: string[]): Promise<void> {
       throw new UsageError(`Cannot read the TLS certificate or key: ${(err as Error).message}`);
     }
   }
-  // Every connection costs a descriptor: take all the hard limit allows.
+  // Every connection costs a descriptor: take all the hard limit allows (Deno does already).
   const fd = await raiseFdLimit();
   if (fd.problem) console.error(`hamster: cannot raise the open-file limit: ${fd.problem}`);
   const fdSoft = fd.after?.soft ?? Infinity;

@@ -1,7 +1,8 @@
 /**
- * The open-file (descriptor) limit of this process. Deno has no `setrlimit`, so
- * the soft limit is raised to the hard limit with util-linux `prlimit` on our own
- * pid; each connection costs one descriptor.
+ * The open-file (descriptor) limit of this process; each connection costs one
+ * descriptor. Deno 2.9.6 raises the soft limit to the hard one when it starts;
+ * should it not, the soft limit is raised here with util-linux `prlimit` on our
+ * own pid (Deno has no `setrlimit`).
  *
  * @see docs/adr/0013-connection-control.md
  * @module
