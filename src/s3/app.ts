@@ -143,8 +143,10 @@ export async function handleS3(req: Request, deps: ResolvedDeps): Promise<Respon
         headers,
       });
     }
-    // A body the handler never read must not be left to block the connection.
-    if (req.body && !req.bodyUsed) req.body.cancel().catch(() => {});
+    // The rest of a refused request's body is not read: draining it would let anyone make the
+    // server take unbounded bytes. `connection: close` makes the listener close the connection
+    // as soon as the answer is sent (src/io/deno/listener.ts).
+    if (req.body !== null) res.headers.set("connection", "close");
   }
   if (req.method !== "OPTIONS" && req.headers.has("origin")) {
     await cors.addCorsHeaders(req, reads, bucket, res).catch((err) =>
