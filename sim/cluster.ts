@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { type Message, ProposalDroppedError } from "../src/raft/mod.ts";
+import type { Message } from "../src/raft/mod.ts";
 import { RaftChecker, sameBytes } from "./checkers.ts";
 import { SimDisk } from "./disk.ts";
 import { encodeCommand } from "./kv_machine.ts";
@@ -207,18 +207,11 @@ export async function runCluster(
       if (candidates.length > 0) {
         const node = rng.pick(candidates);
         world.log(() => `client ${op.id} ${op.key}=${op.value} via ${node.id}`);
-        node.whenApplied(op.id, () => {
+        node.propose(data, op.id, () => {
           if (op.respMs === Infinity) {
             op.respMs = world.nowMs;
             world.log(() => `client ${op.id} acked by ${node.id}`);
             onDone?.();
-          }
-        });
-        node.call((r) => {
-          try {
-            r.propose(data, op.id);
-          } catch (err) {
-            if (!(err instanceof ProposalDroppedError)) throw err;
           }
         });
       }
@@ -233,19 +226,11 @@ export async function runCluster(
     if (candidates.length === 0) return;
     const node = at?.alive ? at : rng.pick(candidates);
     const key = rng.pick(keys);
-    const ctx = `r${opSeq++}`;
     const invokeMs = world.nowMs;
-    node.whenReadIndex(ctx, (index) => {
-      node.whenAppliedIndex(index, () => {
-        reads.push({ key, value: node.sm.get(key), invokeMs, respMs: world.nowMs, node: node.id });
-      });
-    });
-    node.call((r) => {
-      try {
-        r.readIndex(ctx);
-      } catch (err) {
-        if (!(err instanceof ProposalDroppedError)) throw err;
-      }
+    const floor = checker.maxCommitted;
+    node.readIndex((index) => {
+      checker.readFloor(node.id, floor, index);
+      reads.push({ key, value: node.sm.get(key), invokeMs, respMs: world.nowMs, node: node.id });
     });
   };
   const clientLoop = () => {
@@ -325,13 +310,7 @@ export async function runCluster(
           joins++;
           boot(id, false);
           world.log(`join ${id}`);
-          l.call((r) => {
-            try {
-              r.proposeConfChange({ type: "addLearner", nodeId: id });
-            } catch (err) {
-              if (!(err instanceof ProposalDroppedError) && !(err instanceof RangeError)) throw err;
-            }
-          });
+          l.changeMembership({ type: "addLearner", nodeId: id });
         } else if (m.voters.length > 3 || m.learners.length > 0) {
           const victim = rng.pick(
             [...m.voters, ...m.learners].filter((x) => x !== l.id || rng.chance(0.3)),
@@ -339,15 +318,7 @@ export async function runCluster(
           if (victim && (m.voters.length > 3 || !m.voters.includes(victim))) {
             removals++;
             world.log(`remove ${victim}`);
-            l.call((r) => {
-              try {
-                r.proposeConfChange({ type: "remove", nodeId: victim });
-              } catch (err) {
-                if (!(err instanceof ProposalDroppedError) && !(err instanceof RangeError)) {
-                  throw err;
-                }
-              }
-            });
+            l.changeMembership({ type: "remove", nodeId: victim });
           }
         }
       }
