@@ -13,6 +13,7 @@
  * | `onSend` | a message leaves a node only once what it promises is on that node's disk: its term, its vote, the entry it acknowledges | Figure 2 (persist before responding) |
  * | `onBoot` | what a node told others survives its crash: its term, its vote, the log it acknowledged | Figure 2 |
  * | `observe` | each commit advance of a leader: the entry is on the disks of a majority of voters, and no voter lacking it could win an election with the logs on disk | §5.4.2 (commitment rule), §5.4.1 (election restriction) |
+ * | `observe` | a node that hears a request or response of a higher term adopts that term (a leader steps down) | Figure 2 ("Rules for Servers") |
  * | `readFloor` | a ReadIndex read point covers every entry committed before the read was issued | thesis §6.4 |
  *
  * Pure: no clock, no I/O.
@@ -112,6 +113,8 @@ class DurableLog {
 export class RaftChecker {
   readonly leaders = new Map<number, string>();
   readonly committed = new Map<number, Entry>();
+  /** The lowest term in which each index was seen committed. */
+  readonly #commitTerm = new Map<number, number>();
   maxCommitted = 0;
   readonly digests = new Map<number, string>();
   elections = 0;
@@ -123,9 +126,15 @@ export class RaftChecker {
 
   constructor(readonly world: World, readonly maxVoters = 5) {}
 
-  /** Checks a node's state after it handled an input. */
-  observe(r: Raft): void {
+  /** Checks a node's state after it handled an input (`m` when it was a message). */
+  observe(r: Raft, m?: Message): void {
     const w = this.world;
+    if (m && !r.removed && adoptsTerm(m)) {
+      w.assert(
+        r.term >= m.term,
+        () => `${r.id} stayed in term ${r.term} after a ${m.type} of term ${m.term} from ${m.from}`,
+      );
+    }
     let view = this.#views.get(r.id);
     if (!view) {
       view = { commit: r.snapshotMeta.index, leaderTerm: -1, voters: r.membership.voters };
@@ -142,6 +151,8 @@ export class RaftChecker {
         const e = r.entryAt(i);
         if (!e) continue;
         const c = this.committed.get(i);
+        const ct = this.#commitTerm.get(i);
+        if (ct === undefined || r.term < ct) this.#commitTerm.set(i, r.term);
         if (!c) this.committed.set(i, e);
         else {
           w.assert(
@@ -165,14 +176,18 @@ export class RaftChecker {
       this.leaders.set(r.term, r.id);
       w.log(() => `leader ${r.id} term ${r.term} last ${r.lastIndex}`);
       this.onLeader?.(r.id, r.term);
+      // §5.4 Leader Completeness: entries committed in earlier terms (a
+      // leader of an old term, elected late, owes nothing to later terms).
+      let owed = this.maxCommitted;
+      while (owed > 0 && (this.#commitTerm.get(owed) ?? Infinity) >= r.term) owed--;
       w.assert(
-        r.lastIndex >= this.maxCommitted,
+        r.lastIndex >= owed,
         () =>
-          `Leader ${r.id} of term ${r.term} ends at ${r.lastIndex}, before commit ${this.maxCommitted}`,
+          `Leader ${r.id} of term ${r.term} ends at ${r.lastIndex}, before ${owed} committed in an earlier term`,
       );
-      for (let i = r.firstIndex; i <= this.maxCommitted; i++) {
+      for (let i = r.firstIndex; i <= owed; i++) {
         const c = this.committed.get(i);
-        if (c) {
+        if (c && (this.#commitTerm.get(i) ?? Infinity) < r.term) {
           w.assert(
             r.termAt(i) === c.term,
             () =>
@@ -265,8 +280,9 @@ export class RaftChecker {
     const p = this.#promised.get(r.id) ?? { maxTerm: 0, vote: null, match: null };
     p.maxTerm = Math.max(p.maxTerm, m.term);
     if (m.type === "RequestVoteResponse" && m.granted) {
+      // A later term on disk also keeps the vote: the node can never vote in m.term again.
       w.assert(
-        d.hs.term === m.term && d.hs.vote === m.to,
+        d.hs.term > m.term || (d.hs.term === m.term && d.hs.vote === m.to),
         () =>
           `${r.id} granted its vote in term ${m.term} to ${m.to} with ${d.hs.vote} in term ${d.hs.term} on disk`,
       );
@@ -345,6 +361,28 @@ export class RaftChecker {
         () => `Replica ${nodeId} diverged at index ${index}: digest ${digest}, others ${d}`,
       );
     }
+  }
+}
+
+/**
+ * True when stepping `m` must raise the receiver's term to `m.term`: every
+ * message with a higher term except a PreVote (which changes no term), a
+ * granted PreVoteResponse (its term is the one the candidate would use), a
+ * RequestVote (a node in a leader lease ignores it, thesis §4.2.3) and the
+ * term-agnostic forwards.
+ */
+function adoptsTerm(m: Message): boolean {
+  switch (m.type) {
+    case "PreVote":
+    case "RequestVote":
+    case "Propose":
+    case "ReadIndex":
+    case "ReadIndexResponse":
+      return false;
+    case "PreVoteResponse":
+      return !m.granted;
+    default:
+      return true;
   }
 }
 

@@ -112,7 +112,7 @@ export class SimRaftNode {
       },
       observer: {
         onBoot: (state) => checker.onBoot(this.id, state),
-        afterStep: (r) => checker.observe(r),
+        afterStep: (r, m) => checker.observe(r, m),
         onPersisted: (r, rd) => checker.onPersisted(r.id, rd),
         onSend: (r, m) => checker.onSend(r, m),
       },

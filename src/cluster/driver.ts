@@ -67,8 +67,8 @@ export interface StateMachine {
 export interface DriverObserver {
   /** After recovery, before the core is built. */
   onBoot?(state: StoredState): void;
-  /** After each input (tick, message, proposal) and after each advance. */
-  afterStep?(raft: Raft): void;
+  /** After each input (tick, proposal; `message` when it was one) and after each advance. */
+  afterStep?(raft: Raft, message?: Message): void;
   /** When a ready's durable part is on disk (after fsync), before its messages leave. */
   onPersisted?(raft: Raft, ready: Ready): void;
   /** When a message leaves the node (after `onPersisted` of its ready). */
@@ -415,7 +415,7 @@ export class RaftDriver {
           if (i.kind === "tick") raft.tick();
           else if (i.kind === "msg") raft.step(i.m);
           else i.fn(raft);
-          obs?.afterStep?.(raft);
+          obs?.afterStep?.(raft, i.kind === "msg" ? i.m : undefined);
         }
         if (!raft.hasReady()) {
           if (this.#inbox.length > 0) continue;
