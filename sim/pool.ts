@@ -24,6 +24,8 @@ export interface SeedResult {
   readonly virtualMs: number;
   readonly events: number;
   readonly commits: number;
+  /** The numeric fields of the run's report (crashes, joins, pauses...). */
+  readonly counts?: Readonly<Record<string, number>>;
 }
 
 /**
@@ -38,28 +40,45 @@ export async function runPool(
   const results: SeedResult[] = [];
   let next = 0;
   const n = Math.max(1, Math.min(workers, jobs.length));
-  await Promise.all(Array.from({ length: n }, () =>
-    new Promise<void>((resolve, reject) => {
+  const lane = (): Promise<void> =>
+    new Promise<void>((resolve) => {
       const w = new Worker(new URL("./seed_worker.ts", import.meta.url), { type: "module" });
+      let current: SeedJob | null = null;
       const feed = () => {
         if (next >= jobs.length) {
           w.terminate();
           resolve();
           return;
         }
-        w.postMessage(jobs[next++]);
+        current = jobs[next++];
+        w.postMessage(current);
+      };
+      const done = (r: SeedResult) => {
+        results.push(r);
+        onResult?.(r);
       };
       w.onmessage = (e: MessageEvent<SeedResult>) => {
-        results.push(e.data);
-        onResult?.(e.data);
+        done(e.data);
         feed();
       };
       w.onerror = (e) => {
+        // An error escaped the seed (an unhandled rejection): that seed
+        // fails, and a fresh worker takes the rest of this lane.
         e.preventDefault();
         w.terminate();
-        reject(new Error(`Seed worker failed: ${e.message}`));
+        if (current) {
+          done({
+            job: current,
+            failure: `seed=${current.seed}: worker error: ${e.message}`,
+            virtualMs: 0,
+            events: 0,
+            commits: 0,
+          });
+        }
+        lane().then(resolve);
       };
       feed();
-    })));
+    });
+  await Promise.all(Array.from({ length: n }, lane));
   return results;
 }

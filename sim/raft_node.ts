@@ -13,7 +13,7 @@ import type { SimDisk } from "./disk.ts";
 import { KvMachine } from "./kv_machine.ts";
 import type { SimNet } from "./net.ts";
 import type { RaftChecker } from "./checkers.ts";
-import type { World } from "./world.ts";
+import { SimFailure, type World } from "./world.ts";
 import { DriverStoppedError, RaftDriver } from "../src/cluster/driver.ts";
 import {
   type ConfChange,
@@ -174,14 +174,14 @@ export class SimRaftNode {
       return;
     }
     this.#whenRunning(() => {
-      this.driver?.propose(data, id).then(onApplied, ignoreDropped(this.env.world));
+      this.driver?.propose(data, id).then(onApplied).catch(ignoreDropped(this.env.world));
     });
   }
 
   /** Proposes a membership change; refusals are silent. */
   changeMembership(cc: ConfChange): void {
     this.#whenRunning(() => {
-      this.driver?.changeMembership(cc).then(() => {}, (err) => {
+      this.driver?.changeMembership(cc).catch((err) => {
         if (!(err instanceof RangeError)) ignoreDropped(this.env.world)(err);
       });
     });
@@ -190,14 +190,23 @@ export class SimRaftNode {
   /** Requests a ReadIndex read point; calls `fn(index)` once it is applied here. */
   readIndex(fn: (index: number) => void): void {
     this.#whenRunning(() => {
-      this.driver?.readIndex().then(fn, ignoreDropped(this.env.world));
+      this.driver?.readIndex().then(fn).catch(ignoreDropped(this.env.world));
     });
   }
 }
 
+/**
+ * Handles a client call's rejection: a dropped proposal or stopped node is
+ * the client's to retry; a checker's SimFailure is already recorded.
+ */
 function ignoreDropped(world: World): (err: unknown) => void {
   return (err) => {
-    if (err instanceof ProposalDroppedError || err instanceof DriverStoppedError) return;
+    if (
+      err instanceof ProposalDroppedError || err instanceof DriverStoppedError ||
+      err instanceof SimFailure
+    ) {
+      return;
+    }
     world.fail(`Unexpected error: ${(err as Error)?.stack ?? err}`);
   };
 }

@@ -15,19 +15,19 @@ scope.onmessage = async (e: MessageEvent<SeedJob>) => {
   const job = e.data;
   let result: SeedResult;
   try {
-    if (job.kind === "cluster") {
-      const r = await runCluster(job.seed, job.options);
-      result = {
-        job,
-        failure: null,
-        virtualMs: r.virtualMs,
-        events: r.events,
-        commits: r.commitIndex,
-      };
-    } else {
-      const r = await runEngine(job.seed, job.options);
-      result = { job, failure: null, virtualMs: r.virtualMs, events: r.events, commits: 0 };
-    }
+    const r = job.kind === "cluster"
+      ? await runCluster(job.seed, job.options)
+      : await runEngine(job.seed, job.options);
+    const counts: Record<string, number> = {};
+    for (const [k, v] of Object.entries(r)) if (typeof v === "number") counts[k] = v;
+    result = {
+      job,
+      failure: null,
+      virtualMs: r.virtualMs,
+      events: r.events,
+      commits: counts.commitIndex ?? 0,
+      counts,
+    };
   } catch (err) {
     const failure = err instanceof SimFailure
       ? err.message
