@@ -1,6 +1,6 @@
 /**
  * `deno task sim`: runs the seed corpus plus fresh random seeds of cluster
- * schedules; `--seed=S` replays one seed; `--trace` prints its event trace.
+ * schedules (half of them leader-turnover schedules); `--seed=S` replays one seed; `--trace` prints its event trace.
  * With `--engine`, the same for the single-node storage engine under crashes
  * (`sim/engine.ts`).
  *
@@ -201,23 +201,25 @@ async function main(): Promise<number> {
   const faultMs = arg("fault-ms") ? Number(arg("fault-ms")) : undefined;
   const membership = arg("membership") ? arg("membership") === "true" : undefined;
   const one = arg("seed");
-  const seeds: number[] = [];
-  if (one !== undefined) seeds.push(Number(one));
+  const seeds: { seed: number; focus?: ClusterOptions["focus"] }[] = [];
+  if (one !== undefined) seeds.push({ seed: Number(one) });
   else {
-    seeds.push(...CORPUS);
+    seeds.push(...CORPUS.map((seed) => ({ seed })));
+    // Fresh seeds alternate between the default and the leader-turnover schedule.
     const fresh = Number(arg("fresh") ?? 100);
     for (let i = 0; i < fresh; i++) {
-      seeds.push(crypto.getRandomValues(new Uint32Array(1))[0]);
+      seeds.push({ seed: freshSeed(), ...(i % 2 === 1 ? { focus: "turnover" as const } : {}) });
     }
   }
   const started = performance.now();
   let virtualMs = 0;
   let commits = 0;
-  for (const seed of seeds) {
+  for (const { seed, focus } of seeds) {
     let options: ClusterOptions = {};
     try {
       options = {
         ...BUG_SEEDS.find((b) => b.seed === seed)?.options,
+        ...(focus ? { focus } : {}),
         ...(voters ? { voters } : {}),
         ...(faultMs ? { faultMs } : {}),
         ...(membership === undefined ? {} : { membership }),
