@@ -15,7 +15,7 @@ import { raiseFdLimit } from "./src/io/deno/fdlimit.ts";
 import { LocalDataPath } from "./src/data/local.ts";
 import { compactSegments } from "./src/data/compactor.ts";
 import { Reclaimer } from "./src/data/reclaim.ts";
-import { LocalLog, sweepMetadata } from "./src/meta/mod.ts";
+import { LocalLog, sweepCommands, sweepMetadata } from "./src/meta/mod.ts";
 import { createS3App } from "./src/s3/app.ts";
 import { newId } from "./src/s3/context.ts";
 import denoJson from "./deno.json" with { type: "json" };
@@ -233,16 +233,17 @@ async function serve(args: string[]): Promise<void> {
   const kv = await openDenoKv(`${opts.dataDir}/meta/kv.sqlite3`);
   const data = new LocalDataPath(new DenoDisk(opts.dataDir));
   await data.init();
-  const live = await sweepMetadata(kv);
-  const removed = await data.sweep(live);
+  const found = await sweepMetadata(kv);
+  const removed = await data.sweep(found.live);
   if (removed > 0) console.log(`Startup sweep removed ${removed} orphaned file(s)`);
-  const log = await LocalLog.open(kv);
   // MD5 and checksums of large bodies run beside the event loop, one worker per spare core.
   const hashPool = workerHashPool(Math.max(1, navigator.hardwareConcurrency - 1));
   const logError = (requestId: string, err: unknown) => console.error(`request ${requestId}:`, err);
   const reclaimer = new Reclaimer((ref) => {
     data.remove(ref).catch((err) => logError("reclaim", err));
   });
+  const log = await LocalLog.open(kv, { onGarbage: (refs) => reclaimer.retire(refs) });
+  for (const cmd of sweepCommands(found.orphans)) await log.propose(cmd);
   const compactionTimer = setInterval(async () => {
     try {
       const r = await compactSegments({ segments: data.segments, kv, log, reclaimer });
