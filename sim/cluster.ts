@@ -9,9 +9,11 @@
  *
  * @module
  */
-import { type Message, ProposalDroppedError } from "../src/raft/mod.ts";
+import { decodeMessage, encodeMessage } from "../src/cluster/wire.ts";
+import { type Message, StorageCorruptError } from "../src/raft/mod.ts";
+import { parseRecords } from "../src/raft/storage.ts";
 import { RaftChecker, sameBytes } from "./checkers.ts";
-import { SimDisk } from "./disk.ts";
+import { SimDisk, SimDiskError } from "./disk.ts";
 import { encodeCommand } from "./kv_machine.ts";
 import { checkRegisters, type ReadOp, type WriteOp } from "./linearizability.ts";
 import { SimNet } from "./net.ts";
@@ -32,6 +34,16 @@ export interface ClusterOptions {
   readonly membership?: boolean;
   /** Record an event trace. Default false. */
   readonly trace?: boolean;
+  /**
+   * A targeted schedule that makes one class of bug likely (the fault mix of
+   * the default, weighted): `turnover` (new leaders crash right after their
+   * first append, one entry per message: Figure 8 of the paper), `learners`
+   * (learners joining and staying unpromoted while voters lag), `reads`
+   * (ReadIndex on isolated and paused leaders). Default: none.
+   */
+  readonly focus?: "turnover" | "learners" | "reads";
+  /** Events the run may process before it fails (a message storm or livelock). Default 20 per virtual ms of the run's bound (faultMs + livenessMs). */
+  readonly maxEvents?: number;
 }
 
 /** What one run did. */
@@ -50,6 +62,18 @@ export interface ClusterReport {
   readonly removals: number;
   readonly snapshotsInstalled: number;
   readonly messages: number;
+  /** Commit advances checked against the disks of the voters. */
+  readonly commitChecks: number;
+  /** Injected disk errors (EIO, ENOSPC) that stopped a node. */
+  readonly diskErrors: number;
+  /** Log files corrupted while their node was down, and how many boots detected it. */
+  readonly corruptions: number;
+  readonly corruptionsDetected: number;
+  /** Corrupted messages the receiver's frame checksum rejected. */
+  readonly corruptMessages: number;
+  readonly pauses: number;
+  /** New leaders crashed right after their first append. */
+  readonly turnovers: number;
   readonly trace: string[] | null;
 }
 
@@ -63,14 +87,21 @@ export async function runCluster(
   seed: number,
   options: ClusterOptions = {},
 ): Promise<ClusterReport> {
-  const world = new World(seed, { trace: options.trace });
-  const rng = world.rng;
-  const voters = options.voters ?? (rng.chance(0.5) ? 3 : 5);
   const faultMs = options.faultMs ?? 3000;
   const livenessMs = options.livenessMs ?? 6000;
+  const world = new World(seed, {
+    trace: options.trace,
+    maxEvents: options.maxEvents ?? 20 * (faultMs + livenessMs),
+  });
+  const rng = world.rng;
+  const focus = options.focus;
+  const voters = options.voters ?? (rng.chance(0.5) ? 3 : 5);
   const faults = options.faults ?? true;
-  const membership = options.membership ?? rng.chance(0.7);
-  const net = new SimNet<Message>(world, describeMessage);
+  const membership = options.membership ?? (focus === "learners" || rng.chance(0.7));
+  const net = new SimNet<Message>(world, describeMessage, {
+    encode: encodeMessage,
+    decode: decodeMessage,
+  });
   const checker = new RaftChecker(world, 5);
   const firstApply = new Map<string, number>();
   let snapshotsInstalled = 0;
@@ -81,11 +112,21 @@ export async function runCluster(
     tickMs: TICK_MS,
     compactEvery: rng.range(8, 40),
     raftConfig: {
-      electionTicks: 10,
-      heartbeatTicks: 2,
+      electionTicks: rng.pick([5, 10, 10, 20]),
+      heartbeatTicks: rng.pick([1, 2, 2]),
+      preVote: rng.chance(0.75),
+      checkQuorum: rng.chance(0.75),
       snapshotChunkBytes: rng.pick([256, 1024, 4096]),
       retainEntries: rng.pick([0, 16, 200]),
-      maxEntriesPerMessage: rng.pick([1, 4, 64]),
+      maxEntriesPerMessage: focus === "turnover" ? 1 : rng.pick([1, 2, 4, 64]),
+      maxInflightMessages: rng.pick([1, 4, 16]),
+      autoPromote: focus === "learners" ? false : rng.chance(0.8),
+      promoteLagEntries: rng.pick([0, 4, 16, 64]),
+    },
+    onFatal: (id) => {
+      diskErrors++;
+      crash(id);
+      world.schedule(rng.range(20, 300), () => restart(id));
     },
     onFirstApply: (id, index) => {
       const prev = firstApply.get(id);
@@ -98,10 +139,32 @@ export async function runCluster(
   };
   net.faults.latencyMs = rng.range(1, 5);
   net.faults.jitterMs = faults ? rng.range(0, 20) : 1;
+  // Fault mix of this seed (all zero without faults).
+  const f = (xs: number[]) => (faults ? rng.pick(xs) : 0);
+  /** Chance that a new leader crashes right after its first append. */
+  const turnoverRate = focus === "turnover" ? rng.pick([0.3, 0.6]) : f([0, 0, 0.1, 0.3]);
+  /** Chance per disk write or fsync of EIO, and of a 50-500 ms ENOSPC window. */
+  const eioRate = f([0, 0, 0.0005, 0.002]);
+  const enospcRate = f([0, 0, 0.0005]);
+  /** Chance that a crash also rots a byte of the log written before its tail. */
+  const corruptRate = f([0, 0, 0.1]);
+  /** Chance of a pause among the fault loop's faults. */
+  const pauseRate = focus === "reads" ? 0.3 : f([0, 0.1, 0.2]);
+  /** Tick-rate skew: each node's timers run 0.7 to 1.4 times as fast as virtual time. */
+  const skew = f([0, 0, 1]) === 1;
+  net.faults.corruptRate = f([0, 0, 0.001, 0.01]);
+  let diskErrors = 0;
+  let corruptions = 0;
+  let corruptionsDetected = 0;
+  let pauses = 0;
+  let turnovers = 0;
+  const quarantined = new Set<string>();
 
   const maxDown = Math.floor((voters - 1) / 2);
   const crashPerOp = faults ? rng.pick([0, 0.002, 0.01]) : 0;
-  const downCount = () => [...nodes.values()].filter((n) => !n.alive && !removed.has(n.id)).length;
+  const downCount = () =>
+    [...nodes.values()].filter((n) => (!n.alive || quarantined.has(n.id)) && !removed.has(n.id))
+      .length;
   const founders = Array.from({ length: voters }, (_, i) => `n${i + 1}`);
   const disks = new Map<string, SimDisk>();
   const nodes = new Map<string, SimRaftNode>();
@@ -123,18 +186,40 @@ export async function runCluster(
       disks.set(id, disk);
     }
     if (faults) {
+      const d = disk;
+      let fullUntilMs = 0;
       disk.afterOp = () => {
         if (world.nowMs < faultMs && rng.chance(crashPerOp) && downCount() < maxDown) {
           crash(id);
           world.schedule(rng.range(20, 600), () => restart(id));
         }
       };
+      d.failOp = (kind) => {
+        if (world.nowMs >= faultMs) return null;
+        if (world.nowMs < fullUntilMs && kind !== "sync") return new SimDiskError("ENOSPC", kind);
+        if (kind !== "create" && rng.chance(enospcRate)) {
+          fullUntilMs = world.nowMs + rng.range(50, 500);
+          return new SimDiskError("ENOSPC", kind);
+        }
+        return rng.chance(eioRate) ? new SimDiskError("EIO", kind) : null;
+      };
     }
     const node = new SimRaftNode(id, disk, env);
+    node.rate = skew ? 0.7 + rng.float() * 0.7 : 1;
     nodes.set(id, node);
-    void node.start(founding ? { voters: founders, learners: [] } : null).catch((err) =>
-      world.fail(`Boot of ${id} failed: ${(err as Error)?.stack ?? err}`)
-    );
+    void node.start(founding ? { voters: founders, learners: [] } : null).catch((err) => {
+      if (err instanceof SimDiskError) {
+        diskErrors++;
+        crash(id);
+        world.schedule(rng.range(20, 300), () => restart(id));
+      } else if (err instanceof StorageCorruptError) {
+        // Detected: the node must not rejoin with this disk. An operator
+        // removes it; the harness does so through the leader.
+        corruptionsDetected++;
+        quarantined.add(id);
+        world.log(() => `quarantine ${id}: ${err.message}`);
+      } else world.fail(`Boot of ${id} failed: ${(err as Error)?.stack ?? err}`);
+    });
   };
   for (const id of founders) boot(id, true);
 
@@ -167,15 +252,38 @@ export async function runCluster(
     const n = nodes.get(id);
     if (!n || !n.alive) return;
     n.kill();
-    const rep = disks.get(id)!.crash();
+    const disk = disks.get(id)!;
+    const rep = disk.crash();
     crashes++;
     world.log(() =>
       `crash ${id} lost ${rep.lostBytes}B torn ${rep.tornFiles} lostDirOps ${rep.lostDirOps}`
     );
+    if (
+      world.nowMs < faultMs && quarantined.size === 0 && downCount() < maxDown &&
+      rng.chance(corruptRate) && rotLog(disk)
+    ) {
+      corruptions++;
+    }
+  };
+  /** Flips a byte of a log record that has a successor (never the tail a crash may tear). */
+  const rotLog = (disk: SimDisk): boolean => {
+    const log = disk.paths().filter((p) => /^raft\/log-\d+$/.test(p)).at(-1);
+    const bytes = log ? disk.peek(log) : null;
+    if (!log || !bytes) return false;
+    const { validBytes } = parseRecords(bytes);
+    const view = new DataView(bytes.buffer);
+    const starts: number[] = [];
+    for (let pos = 0; pos < validBytes; pos += 8 + view.getUint32(pos, true)) starts.push(pos);
+    if (starts.length < 2) return false;
+    const i = rng.int(starts.length - 1);
+    const at = starts[i] + rng.int(starts[i + 1] - starts[i]);
+    disk.corrupt(log, at, 1 + rng.int(255));
+    world.log(() => `rot ${log} byte ${at}`);
+    return true;
   };
   const restart = (id: string) => {
     const n = nodes.get(id);
-    if (!n || n.alive || removed.has(id)) return;
+    if (!n || n.alive || removed.has(id) || quarantined.has(id)) return;
     world.log(`restart ${id}`);
     boot(id, founders.includes(id));
   };
@@ -207,18 +315,11 @@ export async function runCluster(
       if (candidates.length > 0) {
         const node = rng.pick(candidates);
         world.log(() => `client ${op.id} ${op.key}=${op.value} via ${node.id}`);
-        node.whenApplied(op.id, () => {
+        node.propose(data, op.id, () => {
           if (op.respMs === Infinity) {
             op.respMs = world.nowMs;
             world.log(() => `client ${op.id} acked by ${node.id}`);
             onDone?.();
-          }
-        });
-        node.call((r) => {
-          try {
-            r.propose(data, op.id);
-          } catch (err) {
-            if (!(err instanceof ProposalDroppedError)) throw err;
           }
         });
       }
@@ -233,19 +334,11 @@ export async function runCluster(
     if (candidates.length === 0) return;
     const node = at?.alive ? at : rng.pick(candidates);
     const key = rng.pick(keys);
-    const ctx = `r${opSeq++}`;
     const invokeMs = world.nowMs;
-    node.whenReadIndex(ctx, (index) => {
-      node.whenAppliedIndex(index, () => {
-        reads.push({ key, value: node.sm.get(key), invokeMs, respMs: world.nowMs, node: node.id });
-      });
-    });
-    node.call((r) => {
-      try {
-        r.readIndex(ctx);
-      } catch (err) {
-        if (!(err instanceof ProposalDroppedError)) throw err;
-      }
+    const floor = checker.maxCommitted;
+    node.readIndex((index) => {
+      checker.readFloor(node.id, floor, index);
+      reads.push({ key, value: node.sm.get(key), invokeMs, respMs: world.nowMs, node: node.id });
     });
   };
   const clientLoop = () => {
@@ -257,6 +350,18 @@ export async function runCluster(
   world.schedule(50, clientLoop);
 
   // ---- faults --------------------------------------------------------------
+  checker.onLeader = (id) => {
+    if (world.nowMs >= faultMs || !rng.chance(turnoverRate)) return;
+    // Crash it once its first append (the no-op, maybe more) is on its disk
+    // and on the wire: a log with an entry of its term nobody else may hold.
+    world.schedule(rng.float() * 3, () => {
+      if (downCount() >= maxDown || nodes.get(id)?.raft?.role !== "leader") return;
+      turnovers++;
+      world.log(`turnover: crash new leader ${id}`);
+      crash(id);
+      world.schedule(rng.range(20, 300), () => restart(id));
+    });
+  };
   if (faults) {
     const dropRate = rng.pick([0, 0.01, 0.05, 0.15]);
     const dupRate = rng.pick([0, 0.02, 0.1]);
@@ -271,7 +376,17 @@ export async function runCluster(
         ids: string[],
       ) => (l && ids.includes(l.id) && rng.chance(0.5) ? l.id : rng.pick(ids));
       const r = rng.float();
-      if (r < 0.3 && downCount() < maxDown) {
+      if (rng.chance(pauseRate)) {
+        const id = target(members.filter((x) => nodes.get(x)!.alive));
+        const n = nodes.get(id);
+        if (n) {
+          pauses++;
+          n.pause(rng.range(20, 800));
+          if (l?.id === id) {
+            for (let t = 0; t < 300; t += 20) world.schedule(t, () => read(n));
+          }
+        }
+      } else if (r < 0.3 && downCount() < maxDown) {
         const id = target(members.filter((x) => nodes.get(x)!.alive));
         crash(id);
         world.schedule(rng.range(20, 600), () => restart(id));
@@ -320,18 +435,21 @@ export async function runCluster(
       const l = leader();
       if (l) {
         const m = l.raft!.membership;
-        if (rng.chance(0.6) && m.voters.length + m.learners.length < 7) {
+        const promotable = m.learners.filter((x) => !quarantined.has(x));
+        if (
+          !env.raftConfig.autoPromote && promotable.length > 0 && m.voters.length < 5 &&
+          rng.chance(focus === "learners" ? 0.25 : 0.5)
+        ) {
+          // Promotion after a delay the harness chooses (autoPromote is off).
+          const id = rng.pick(promotable);
+          world.log(`promote ${id}`);
+          l.changeMembership({ type: "promote", nodeId: id });
+        } else if (rng.chance(0.6) && m.voters.length + m.learners.length < 7) {
           const id = `n${nextId++}`;
           joins++;
           boot(id, false);
           world.log(`join ${id}`);
-          l.call((r) => {
-            try {
-              r.proposeConfChange({ type: "addLearner", nodeId: id });
-            } catch (err) {
-              if (!(err instanceof ProposalDroppedError) && !(err instanceof RangeError)) throw err;
-            }
-          });
+          l.changeMembership({ type: "addLearner", nodeId: id });
         } else if (m.voters.length > 3 || m.learners.length > 0) {
           const victim = rng.pick(
             [...m.voters, ...m.learners].filter((x) => x !== l.id || rng.chance(0.3)),
@@ -339,15 +457,7 @@ export async function runCluster(
           if (victim && (m.voters.length > 3 || !m.voters.includes(victim))) {
             removals++;
             world.log(`remove ${victim}`);
-            l.call((r) => {
-              try {
-                r.proposeConfChange({ type: "remove", nodeId: victim });
-              } catch (err) {
-                if (!(err instanceof ProposalDroppedError) && !(err instanceof RangeError)) {
-                  throw err;
-                }
-              }
-            });
+            l.changeMembership({ type: "remove", nodeId: victim });
           }
         }
       }
@@ -356,12 +466,23 @@ export async function runCluster(
     world.schedule(rng.range(200, 600), confLoop);
   }
 
-  // Track removals (the node stopped itself) so it is never restarted.
+  // Track removals (the node stopped itself) so it is never restarted, and
+  // remove members whose disk was found corrupt.
   const watchRemoved = () => {
     for (const n of nodes.values()) {
       if (n.raft?.removed && !removed.has(n.id)) {
         removed.add(n.id);
         n.kill();
+      }
+    }
+    const l = leader();
+    if (l) {
+      const m = l.raft!.membership;
+      for (const id of quarantined) {
+        if (removed.has(id)) continue;
+        if (!m.voters.includes(id) && !m.learners.includes(id)) {
+          if (l.raft!.commitIndex === l.raft!.lastIndex) removed.add(id);
+        } else l.changeMembership({ type: "remove", nodeId: id });
       }
     }
     world.schedule(50, watchRemoved);
@@ -373,6 +494,7 @@ export async function runCluster(
   net.heal();
   net.faults.dropRate = 0;
   net.faults.duplicateRate = 0;
+  net.faults.corruptRate = 0;
   for (const id of nodes.keys()) restart(id);
   world.log("faults stop");
 
@@ -446,6 +568,13 @@ export async function runCluster(
     removals,
     snapshotsInstalled,
     messages: net.stats.sent,
+    commitChecks: checker.commitChecks,
+    diskErrors,
+    corruptions,
+    corruptionsDetected,
+    corruptMessages: net.stats.corrupted,
+    pauses,
+    turnovers,
     trace: world.trace,
   };
 }

@@ -33,6 +33,14 @@ import type { SimRng } from "./rng.ts";
 /** Runs `fn` after `delayMs` of virtual time. */
 export type Scheduler = (delayMs: number, fn: () => void) => void;
 
+/** An injected disk error, with the errno name a real disk reports. */
+export class SimDiskError extends Error {
+  override name = "SimDiskError";
+  constructor(readonly code: "EIO" | "ENOSPC", op: string) {
+    super(`${code}: injected ${code === "EIO" ? "I/O error" : "no space left on device"} on ${op}`);
+  }
+}
+
 /** Virtual latencies of disk operations, in milliseconds. */
 export interface DiskLatency {
   readonly writeMs: number;
@@ -91,6 +99,12 @@ export class SimDisk implements Disk {
    * an arbitrary write or in the middle of an fsync.
    */
   afterOp: ((kind: "write" | "sync") => void) | null = null;
+  /**
+   * Called before a file is created, written or fsynced; an error it
+   * returns fails that call (an injected EIO or ENOSPC). A failed write
+   * appends nothing; a failed fsync makes nothing durable.
+   */
+  failOp: ((kind: "create" | "write" | "sync") => Error | null) | null = null;
   /** Counters for figures: bytes written, syncs, crashes. */
   readonly stats = { writtenBytes: 0, syncs: 0, crashes: 0 };
 
@@ -140,6 +154,22 @@ export class SimDisk implements Disk {
     return report;
   }
 
+  /** A copy of the current bytes of `path`, or null (for fault injection and tests). */
+  peek(path: string): Uint8Array | null {
+    const inode = this.#files.get(norm(path));
+    return inode ? inode.data.slice(0, inode.len) : null;
+  }
+
+  /**
+   * Bit rot: XORs the byte at `offsetBytes` of `path` with `mask` (non-zero),
+   * in its durable copy too. Call it while the process is down.
+   */
+  corrupt(path: string, offsetBytes: number, mask: number): void {
+    const inode = this.#files.get(norm(path));
+    if (!inode || offsetBytes >= inode.len) return;
+    inode.data[offsetBytes] ^= mask & 0xff || 1;
+  }
+
   /** Paths of every file, sorted (for tests and traces). */
   paths(): string[] {
     return [...this.#files.keys()].sort();
@@ -159,6 +189,8 @@ export class SimDisk implements Disk {
       if (this.#files.has(p) || this.#dirs.has(p)) {
         throw new AlreadyExistsError(`File exists: "${path}"`);
       }
+      const failure = this.failOp?.("create");
+      if (failure) throw failure;
       if (!this.#dirs.has(parent(p))) throw new NotFoundError(`No such directory: "${parent(p)}"`);
       const inode: Inode = {
         data: new Uint8Array(64),
@@ -274,6 +306,8 @@ export class SimDisk implements Disk {
         const copy = bytes.slice();
         return this.#op(this.#latency.writeMs, () => {
           if (epoch !== this.#epoch) return never<void>();
+          const failure = this.failOp?.("write");
+          if (failure) throw failure;
           if (inode.len + copy.length > inode.data.length) {
             let size = inode.data.length * 2;
             while (size < inode.len + copy.length) size *= 2;
@@ -295,6 +329,8 @@ export class SimDisk implements Disk {
         const upTo = inode.len;
         return this.#op(this.#latency.syncMs, () => {
           if (epoch !== this.#epoch) return never<void>();
+          const failure = this.failOp?.("sync");
+          if (failure) throw failure;
           this.afterOp?.("sync"); // a crash here is a crash mid-fsync: nothing synced
           if (epoch !== this.#epoch) return never<void>();
           inode.syncedLen = Math.max(inode.syncedLen, Math.min(upTo, inode.len));

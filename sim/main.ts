@@ -1,12 +1,15 @@
 /**
  * `deno task sim`: runs the seed corpus plus fresh random seeds of cluster
- * schedules; `--seed=S` replays one seed; `--trace` prints its event trace.
+ * schedules (half of them leader-turnover schedules); `--seed=S` replays one seed; `--trace` prints its event trace.
  * With `--engine`, the same for the single-node storage engine under crashes
  * (`sim/engine.ts`).
  *
  * Usage:
  *   deno task sim [--fresh=N] [--seed=S] [--trace] [--voters=3|5] [--fault-ms=MS]
- *                 [--membership=true|false]
+ *                 [--membership=true|false] [--focus=turnover|learners|reads]
+ *   deno task sim --seeds=A..B [--keep-going] [--workers=N] [--focus=...]
+ *   deno task sim --soak[=N] [--workers=N]   N fresh cluster seeds per focus and N engine
+ *                                            seeds (default 2000), on every core
  *   deno task sim --engine [--fresh=N] [--seed=S] [--trace] [--crashes=N]
  *                 [--big-parts=true|false] [--read-races] [--strict-dirs] [--commit-faults]
  *
@@ -18,6 +21,7 @@
 import { type ClusterOptions, runCluster } from "./cluster.ts";
 import { BUG_SEEDS, CORPUS, ENGINE_BUG_SEEDS, ENGINE_CORPUS } from "./corpus.ts";
 import { type EngineOptions, runEngine } from "./engine.ts";
+import { runPool, type SeedJob, type SeedResult } from "./pool.ts";
 import { SimFailure } from "./world.ts";
 
 function arg(name: string): string | undefined {
@@ -32,6 +36,7 @@ export function replayCommand(seed: number, trace = false, options: ClusterOptio
     options.voters !== undefined ? ` --voters=${options.voters}` : "",
     options.faultMs !== undefined ? ` --fault-ms=${options.faultMs}` : "",
     options.membership !== undefined ? ` --membership=${options.membership}` : "",
+    options.focus !== undefined ? ` --focus=${options.focus}` : "",
   ].join("");
   return `deno task sim --seed=${seed}${flags}${trace ? " --trace" : ""}`;
 }
@@ -112,33 +117,115 @@ async function engineMain(): Promise<number> {
   return 0;
 }
 
+/** The command that replays `job`. */
+function jobReplay(job: SeedJob): string {
+  return job.kind === "cluster"
+    ? replayCommand(job.seed, false, job.options)
+    : engineReplayCommand(job.seed, false, job.options);
+}
+
+/**
+ * Runs `jobs` on worker threads, printing each failure with its replay
+ * command; with `keepGoing` false, the exit status reflects the first.
+ */
+async function poolMain(jobs: SeedJob[], workers: number, label: string): Promise<number> {
+  const started = performance.now();
+  const failures: SeedResult[] = [];
+  let virtualMs = 0;
+  let maxEvents = 0;
+  await runPool(jobs, workers, (r) => {
+    virtualMs += r.virtualMs;
+    maxEvents = Math.max(maxEvents, r.events);
+    if (r.failure) {
+      failures.push(r);
+      console.error(`FAIL ${r.failure}`);
+      console.error(`replay: ${jobReplay(r.job)}`);
+    }
+  });
+  const realS = (performance.now() - started) / 1000;
+  console.log(
+    `${failures.length === 0 ? "ok" : `FAILED ${failures.length} of`} ${jobs.length} ${label} ` +
+      `in ${realS.toFixed(1)}s on ${workers} workers (${
+        (jobs.length / realS).toFixed(1)
+      } seeds/s, ` +
+      `${(virtualMs / 1000 / realS).toFixed(0)} virtual s per real s, at most ${maxEvents} events)`,
+  );
+  if (failures.length > 0) {
+    console.log(
+      `failing seeds: ${failures.map((f) => f.job.seed).sort((a, b) => a - b).join(" ")}`,
+    );
+  }
+  return failures.length === 0 ? 0 : 1;
+}
+
+function freshSeed(): number {
+  return crypto.getRandomValues(new Uint32Array(1))[0];
+}
+
 async function main(): Promise<number> {
+  const workers = Number(arg("workers") ?? navigator.hardwareConcurrency ?? 2);
+  const focusArg = arg("focus") as ClusterOptions["focus"] | undefined;
+  if (arg("soak") !== undefined) {
+    const n = arg("soak") === "true" ? 2000 : Number(arg("soak"));
+    const jobs: SeedJob[] = [];
+    for (const focus of [undefined, "turnover", "learners", "reads"] as const) {
+      for (let i = 0; i < n; i++) {
+        jobs.push({ kind: "cluster", seed: freshSeed(), options: focus ? { focus } : {} });
+      }
+    }
+    for (let i = 0; i < n; i++) jobs.push({ kind: "engine", seed: freshSeed() });
+    return await poolMain(jobs, workers, "soak seeds (cluster, each focus, and engine)");
+  }
+  const range = arg("seeds");
+  if (range !== undefined) {
+    const [a, b] = range.split("..").map(Number);
+    const engine = arg("engine") === "true";
+    const jobs: SeedJob[] = [];
+    for (let seed = a; seed <= b; seed++) {
+      if (engine) jobs.push({ kind: "engine", seed });
+      else {
+        jobs.push({
+          kind: "cluster",
+          seed,
+          options: {
+            voters: arg("voters") ? Number(arg("voters")) : seed % 2 === 1 ? 3 : 5,
+            ...(focusArg ? { focus: focusArg } : {}),
+            ...(arg("fault-ms") ? { faultMs: Number(arg("fault-ms")) } : {}),
+          },
+        });
+      }
+    }
+    return await poolMain(jobs, workers, `${engine ? "engine" : "cluster"} seeds ${range}`);
+  }
   if (arg("engine") === "true") return await engineMain();
   const trace = arg("trace") === "true";
   const voters = arg("voters") ? Number(arg("voters")) : undefined;
   const faultMs = arg("fault-ms") ? Number(arg("fault-ms")) : undefined;
   const membership = arg("membership") ? arg("membership") === "true" : undefined;
   const one = arg("seed");
-  const seeds: number[] = [];
-  if (one !== undefined) seeds.push(Number(one));
+  const seeds: { seed: number; focus?: ClusterOptions["focus"] }[] = [];
+  if (one !== undefined) seeds.push({ seed: Number(one) });
   else {
-    seeds.push(...CORPUS);
+    seeds.push(...CORPUS.map((seed) => ({ seed })));
+    // Fresh seeds alternate between the default and the leader-turnover schedule.
     const fresh = Number(arg("fresh") ?? 100);
     for (let i = 0; i < fresh; i++) {
-      seeds.push(crypto.getRandomValues(new Uint32Array(1))[0]);
+      seeds.push({ seed: freshSeed(), ...(i % 2 === 1 ? { focus: "turnover" as const } : {}) });
     }
   }
   const started = performance.now();
   let virtualMs = 0;
   let commits = 0;
-  for (const seed of seeds) {
+  for (const { seed, focus } of seeds) {
     let options: ClusterOptions = {};
     try {
       options = {
         ...BUG_SEEDS.find((b) => b.seed === seed)?.options,
+        ...(focus ? { focus } : {}),
         ...(voters ? { voters } : {}),
         ...(faultMs ? { faultMs } : {}),
         ...(membership === undefined ? {} : { membership }),
+        ...(focusArg ? { focus: focusArg } : {}),
       };
       const rep = await runCluster(seed, { ...options, trace });
       virtualMs += rep.virtualMs;

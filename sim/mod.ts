@@ -36,7 +36,7 @@ export {
   type SimKvOptions,
 } from "./kv.ts";
 export { encodeCommand, KvMachine, type PutCommand } from "./kv_machine.ts";
-export { type NodeView, RaftChecker, sameBytes } from "./checkers.ts";
+export { RaftChecker, sameBytes } from "./checkers.ts";
 export { checkRegisters, type ReadOp, type WriteOp } from "./linearizability.ts";
 export { describeMessage, type NodeEnv, SimRaftNode } from "./raft_node.ts";
 export { type ClusterOptions, type ClusterReport, runCluster } from "./cluster.ts";

@@ -20,6 +20,15 @@ export interface NetFaults {
   dropRate: number;
   /** Probability a message is delivered twice. */
   duplicateRate: number;
+  /** Probability a message's frame has one byte flipped on the way (needs a codec). */
+  corruptRate: number;
+}
+
+/** How messages travel as bytes, for corruption faults. */
+export interface FrameCodec<M> {
+  encode(m: M): Uint8Array;
+  /** @throws on a damaged frame (the receiver drops it). */
+  decode(frame: Uint8Array): M;
 }
 
 /** Counters for figures. */
@@ -28,16 +37,28 @@ export interface NetStats {
   delivered: number;
   dropped: number;
   duplicated: number;
+  /** Corrupted frames the receiver's codec rejected. */
+  corrupted: number;
 }
 
 /** A network between named endpoints inside one World. */
 export class SimNet<M> {
-  readonly faults: NetFaults = { latencyMs: 1, jitterMs: 2, dropRate: 0, duplicateRate: 0 };
-  readonly stats: NetStats = { sent: 0, delivered: 0, dropped: 0, duplicated: 0 };
+  readonly faults: NetFaults = {
+    latencyMs: 1,
+    jitterMs: 2,
+    dropRate: 0,
+    duplicateRate: 0,
+    corruptRate: 0,
+  };
+  readonly stats: NetStats = { sent: 0, delivered: 0, dropped: 0, duplicated: 0, corrupted: 0 };
   #handlers = new Map<string, NetHandler<M>>();
   #blocked = new Set<string>();
 
-  constructor(readonly world: World, readonly describe: (m: M) => string = () => "msg") {}
+  constructor(
+    readonly world: World,
+    readonly describe: (m: M) => string = () => "msg",
+    readonly codec: FrameCodec<M> | null = null,
+  ) {}
 
   /** Attaches (or with null, detaches) the receiver of messages for `id`. */
   attach(id: string, handler: NetHandler<M> | null): void {
@@ -82,6 +103,19 @@ export class SimNet<M> {
       this.stats.dropped++;
       w.log(() => `drop ${from}->${to} ${this.describe(m)}`);
       return;
+    }
+    if (this.codec && w.rng.chance(f.corruptRate)) {
+      const frame = this.codec.encode(m);
+      frame[w.rng.int(frame.length)] ^= 1 + w.rng.int(255);
+      let decoded: M;
+      try {
+        decoded = this.codec.decode(frame);
+      } catch {
+        this.stats.corrupted++;
+        w.log(() => `corrupt ${from}->${to} ${this.describe(m)} (rejected)`);
+        return;
+      }
+      throw w.fail(`A corrupted frame passed the codec: ${this.describe(decoded)}`);
     }
     const copies = w.rng.chance(f.duplicateRate) ? 2 : 1;
     if (copies === 2) this.stats.duplicated++;

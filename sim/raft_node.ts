@@ -1,8 +1,9 @@
 /**
- * One simulated cluster member: a Raft core, its `RaftStorage` on a
- * `SimDisk`, a `KvMachine`, and the loop that turns `ready()` into fsynced
- * writes, sent messages, applied entries and served reads. A crash discards
- * the object; a restart builds a new one over the same disk.
+ * One simulated cluster member: the production `RaftDriver`
+ * (`src/cluster/driver.ts`) on the World's ports: virtual timers (with this
+ * node's clock skew and pauses), the simulated network, a `SimDisk`, and a
+ * `KvMachine`. A crash discards the object; a restart builds a new one over
+ * the same disk.
  *
  * Pure: all time, I/O and chance come from the World and its ports.
  *
@@ -11,10 +12,17 @@
 import type { SimDisk } from "./disk.ts";
 import { KvMachine } from "./kv_machine.ts";
 import type { SimNet } from "./net.ts";
-import type { NodeView, RaftChecker } from "./checkers.ts";
-import type { World } from "./world.ts";
-import { type Membership, type Message, Raft, type RaftConfig } from "../src/raft/mod.ts";
-import { RaftStorage } from "../src/raft/storage.ts";
+import type { RaftChecker } from "./checkers.ts";
+import { SimFailure, type World } from "./world.ts";
+import { DriverStoppedError, RaftDriver } from "../src/cluster/driver.ts";
+import {
+  type ConfChange,
+  type Membership,
+  type Message,
+  ProposalDroppedError,
+  type Raft,
+  type RaftConfig,
+} from "../src/raft/mod.ts";
 
 /** Everything a member needs from its world. */
 export interface NodeEnv {
@@ -28,163 +36,185 @@ export interface NodeEnv {
   readonly compactEvery: number;
   /** Called once per first application of a client id, with its index. */
   readonly onFirstApply: (id: string, index: number) => void;
+  /** Called when the driver stops on a disk error; the harness crashes and restarts the node. */
+  readonly onFatal?: (id: string, err: unknown) => void;
 }
-
-type Input = { kind: "tick" } | { kind: "msg"; m: Message } | {
-  kind: "call";
-  fn: (r: Raft) => void;
-};
 
 /** One incarnation of a member process. */
 export class SimRaftNode {
-  raft: Raft | null = null;
+  driver: RaftDriver | null = null;
   readonly sm = new KvMachine();
   alive = true;
-  #inbox: Input[] = [];
-  #busy = false;
-  #view: NodeView = { commit: 0, leaderTerm: -1 };
-  #applyWaiters = new Map<string, (() => void)[]>();
-  #readWaiters = new Map<string, (index: number) => void>();
-  #appliedWaiters: { index: number; fn: () => void }[] = [];
+  /** This node's timers run `rate` times slower than virtual time (clock and tick-rate skew). */
+  rate = 1;
+  #pausedUntilMs = 0;
+  #held: (() => void)[] = [];
+  #booted: Promise<RaftDriver | null> | null = null;
 
   constructor(readonly id: string, readonly disk: SimDisk, readonly env: NodeEnv) {}
+
+  /** The core (read-only use), once booted. */
+  get raft(): Raft | null {
+    return this.driver?.raft ?? null;
+  }
 
   /**
    * Boots from disk; a founding member with an empty disk bootstraps
    * `founding`. Resolves when the node is running (or never, if it crashes first).
+   * @throws {StorageCorruptError} when its disk holds damaged Raft state.
    */
-  async start(founding: Membership | null): Promise<void> {
-    const { world } = this.env;
-    const storage = await RaftStorage.open(this.disk, "raft");
-    if (!this.alive) return;
-    if (storage.isEmpty && founding) await storage.bootstrap(founding);
-    if (!this.alive) return;
-    const rep = storage.report;
+  start(founding: Membership | null): Promise<RaftDriver | null> {
+    this.#booted = this.#start(founding);
+    return this.#booted;
+  }
+
+  async #start(founding: Membership | null): Promise<RaftDriver | null> {
+    const { world, net, checker } = this.env;
+    this.env.net.attach(this.id, (_from, m) => this.#whenRunning(() => this.driver?.step(m)));
+    const driver = await RaftDriver.open({
+      id: this.id,
+      disk: this.disk,
+      rng: world.rng.fork(),
+      timers: {
+        setTimeout: (ms, fn) => {
+          let live = true;
+          world.schedule(ms * this.rate, () => live && this.#whenRunning(fn));
+          return () => (live = false);
+        },
+      },
+      send: (m) => net.send(this.id, m.to, m),
+      stateMachine: {
+        apply: (entries) => {
+          for (const e of entries) {
+            const { duplicate } = this.sm.apply(e);
+            checker.onApply(this.id, e.index, this.sm.digest);
+            if (e.id !== undefined && !duplicate) this.env.onFirstApply(e.id, e.index);
+          }
+          return Promise.resolve();
+        },
+        takeSnapshot: () => Promise.resolve(this.sm.serialize()),
+        restoreSnapshot: (data, index) => {
+          this.sm.restore(data, index);
+          if (this.driver) world.log(() => `${this.id} restored snapshot at ${index}`);
+          return Promise.resolve();
+        },
+      },
+      raft: this.env.raftConfig,
+      tickMs: this.env.tickMs,
+      firstTickMs: world.rng.float() * this.env.tickMs * this.rate,
+      compactEvery: this.env.compactEvery,
+      founding,
+      onFatal: (err) => {
+        if (!this.alive) return;
+        world.log(() => `${this.id} fatal: ${(err as Error)?.message ?? err}`);
+        if (this.env.onFatal && isDiskFault(err)) this.env.onFatal(this.id, err);
+        else world.fail(`Node ${this.id} crashed: ${(err as Error)?.stack ?? err}`);
+      },
+      observer: {
+        onBoot: (state) => checker.onBoot(this.id, state),
+        afterStep: (r, m) => checker.observe(r, m),
+        onPersisted: (r, rd) => checker.onPersisted(r.id, rd),
+        onSend: (r, m) => checker.onSend(r, m),
+      },
+    });
+    if (!this.alive) {
+      driver.stop();
+      return null;
+    }
+    const rep = driver.recovery;
     world.log(() =>
       `boot ${this.id} gen ${rep.generation} records ${rep.logRecords} torn ${rep.tornBytes}B`
     );
-    const state = storage.state;
-    this.env.checker.onBoot(this.id, state);
-    const raft = new Raft({ ...this.env.raftConfig, id: this.id, rng: world.rng.fork() }, state);
-    this.sm.restore(state.snapshot?.data ?? new Uint8Array(0), raft.snapshotMeta.index);
-    this.#view.commit = raft.snapshotMeta.index;
-    this.raft = raft;
-    this.#storage = storage;
-    this.env.net.attach(this.id, (_from, m) => this.#push({ kind: "msg", m }));
-    const tick = () => {
-      if (!this.alive || raft.removed) return;
-      this.#push({ kind: "tick" });
-      world.schedule(this.env.tickMs, tick);
-    };
-    world.schedule(world.rng.float() * this.env.tickMs, tick);
-    if (this.#inbox.length > 0 && !this.#busy) void this.#loop();
+    this.driver = driver;
+    const held = this.#held;
+    this.#held = [];
+    for (const fn of held) fn();
+    return driver;
   }
-
-  #storage: RaftStorage | null = null;
 
   /** The process dies: nothing more runs; the caller crashes the disk. */
   kill(): void {
     this.alive = false;
+    this.driver?.stop();
     this.env.net.attach(this.id, null);
   }
 
-  /** Runs `fn` against the Raft core at the next safe point (between ready cycles). */
-  call(fn: (r: Raft) => void): void {
-    this.#push({ kind: "call", fn });
+  /** Freezes the process for `ms` of virtual time: timers and messages wait until it resumes. */
+  pause(ms: number): void {
+    const w = this.env.world;
+    this.#pausedUntilMs = Math.max(this.#pausedUntilMs, w.nowMs + ms);
+    w.log(() => `pause ${this.id} ${ms}ms`);
+    w.schedule(ms, () => {
+      if (w.nowMs < this.#pausedUntilMs) return;
+      const held = this.#held;
+      this.#held = [];
+      for (const fn of held) fn();
+    });
   }
 
-  /** Calls `fn` once an entry with client id `id` is applied here (now, if it already was). */
-  whenApplied(id: string, fn: () => void): void {
+  #whenRunning(fn: () => void): void {
+    if (!this.alive) return;
+    if (this.driver && this.env.world.nowMs >= this.#pausedUntilMs) fn();
+    else this.#held.push(fn);
+  }
+
+  /** Runs `fn` against the Raft core at the next safe point (once booted). */
+  call(fn: (r: Raft) => void): void {
+    this.#whenRunning(() => this.driver?.call(fn));
+  }
+
+  /**
+   * Proposes `data` with client id `id`; calls `onApplied` once it is
+   * applied here (now, if it already was). Lost or refused proposals are
+   * silent: the client retries.
+   */
+  propose(data: Uint8Array, id: string, onApplied: () => void): void {
     if (this.sm.hasApplied(id)) {
-      fn();
+      onApplied();
       return;
     }
-    const list = this.#applyWaiters.get(id) ?? [];
-    list.push(fn);
-    this.#applyWaiters.set(id, list);
+    this.#whenRunning(() => {
+      this.driver?.propose(data, id).then(onApplied).catch(ignoreDropped(this.env.world));
+    });
   }
 
-  /** Calls `fn(index)` when the read point for `ctx` arrives. */
-  whenReadIndex(ctx: string, fn: (index: number) => void): void {
-    this.#readWaiters.set(ctx, fn);
+  /** Proposes a membership change; refusals are silent. */
+  changeMembership(cc: ConfChange): void {
+    this.#whenRunning(() => {
+      this.driver?.changeMembership(cc).catch((err) => {
+        if (!(err instanceof RangeError)) ignoreDropped(this.env.world)(err);
+      });
+    });
   }
 
-  /** Calls `fn` once lastApplied reaches `index`. */
-  whenAppliedIndex(index: number, fn: () => void): void {
-    if (this.sm.lastApplied >= index) fn();
-    else this.#appliedWaiters.push({ index, fn });
+  /** Requests a ReadIndex read point; calls `fn(index)` once it is applied here. */
+  readIndex(fn: (index: number) => void): void {
+    this.#whenRunning(() => {
+      this.driver?.readIndex().then(fn).catch(ignoreDropped(this.env.world));
+    });
   }
+}
 
-  #push(i: Input): void {
-    if (!this.alive) return;
-    this.#inbox.push(i);
-    if (!this.#busy && this.raft) void this.#loop();
-  }
-
-  async #loop(): Promise<void> {
-    const { world, net, checker } = this.env;
-    const raft = this.raft!;
-    this.#busy = true;
-    try {
-      while (this.alive) {
-        const inbox = this.#inbox;
-        this.#inbox = [];
-        for (const i of inbox) {
-          if (i.kind === "tick") raft.tick();
-          else if (i.kind === "msg") raft.step(i.m);
-          else i.fn(raft);
-        }
-        checker.observe(raft, this.#view);
-        if (!raft.hasReady()) {
-          if (this.#inbox.length > 0) continue;
-          break;
-        }
-        const rd = raft.ready();
-        await this.#storage!.save(rd);
-        if (!this.alive) return;
-        if (rd.snapshot?.restore) {
-          this.sm.restore(rd.snapshot.data, rd.snapshot.meta.index);
-          world.log(() => `${this.id} restored snapshot at ${rd.snapshot!.meta.index}`);
-        }
-        for (const m of rd.messages) net.send(this.id, m.to, m);
-        checker.onSent(raft, rd.messages);
-        for (const e of rd.committedEntries) {
-          const { duplicate } = this.sm.apply(e);
-          checker.onApply(this.id, e.index, this.sm.digest);
-          if (e.id !== undefined) {
-            if (!duplicate) this.env.onFirstApply(e.id, e.index);
-            const ws = this.#applyWaiters.get(e.id);
-            if (ws) {
-              this.#applyWaiters.delete(e.id);
-              for (const fn of ws) fn();
-            }
-          }
-        }
-        for (const rs of rd.readStates) {
-          const fn = this.#readWaiters.get(rs.ctx);
-          if (fn) {
-            this.#readWaiters.delete(rs.ctx);
-            fn(rs.index);
-          }
-        }
-        raft.advance(rd);
-        if (this.#appliedWaiters.length > 0) {
-          const due = this.#appliedWaiters.filter((x) => x.index <= this.sm.lastApplied);
-          this.#appliedWaiters = this.#appliedWaiters.filter((x) => x.index > this.sm.lastApplied);
-          for (const x of due) x.fn();
-        }
-        if (raft.lastApplied - raft.snapshotMeta.index >= this.env.compactEvery) {
-          raft.compact(raft.lastApplied, this.sm.serialize());
-        }
-        checker.observe(raft, this.#view);
-        if (raft.removed) world.log(() => `${this.id} removed`);
-      }
-    } catch (err) {
-      world.fail(`Node ${this.id} crashed: ${(err as Error)?.stack ?? err}`);
-    } finally {
-      this.#busy = false;
+/**
+ * Handles a client call's rejection: a dropped proposal or stopped node is
+ * the client's to retry; a checker's SimFailure is already recorded.
+ */
+function ignoreDropped(world: World): (err: unknown) => void {
+  return (err) => {
+    if (
+      err instanceof ProposalDroppedError || err instanceof DriverStoppedError ||
+      err instanceof SimFailure
+    ) {
+      return;
     }
-  }
+    world.fail(`Unexpected error: ${(err as Error)?.stack ?? err}`);
+  };
+}
+
+/** True for the injected disk errors (EIO, ENOSPC) and detected corruption. */
+function isDiskFault(err: unknown): boolean {
+  const code = (err as { code?: string })?.code;
+  return code === "EIO" || code === "ENOSPC";
 }
 
 /** A short description of a message for traces. */

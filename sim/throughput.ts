@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { type Message, ProposalDroppedError } from "../src/raft/mod.ts";
+import type { Message } from "../src/raft/mod.ts";
 import { RaftChecker } from "./checkers.ts";
 import { SimDisk } from "./disk.ts";
 import { encodeCommand } from "./kv_machine.ts";
@@ -79,16 +79,9 @@ export async function measureThroughput(o: ThroughputOptions): Promise<Throughpu
     const leader = nodes.find((n) => n.raft?.role === "leader") ?? nodes[0];
     const id = `c${seq++}`;
     const startMs = world.nowMs;
-    leader.whenApplied(id, () => {
+    leader.propose(encodeCommand({ key: `k${seq % 16}`, value: id }), id, () => {
       latencies.push(world.nowMs - startMs);
       client();
-    });
-    leader.call((r) => {
-      try {
-        r.propose(encodeCommand({ key: `k${seq % 16}`, value: id }), id);
-      } catch (err) {
-        if (!(err instanceof ProposalDroppedError)) throw err;
-      }
     });
   };
   for (let i = 0; i < o.clients; i++) client();

@@ -53,9 +53,13 @@ export class World {
   /** The event trace, when tracing was requested. */
   readonly trace: string[] | null;
 
-  constructor(readonly seed: number, options: { trace?: boolean } = {}) {
+  /** Events a run may process before it fails (a message storm or livelock). */
+  readonly maxEvents: number;
+
+  constructor(readonly seed: number, options: { trace?: boolean; maxEvents?: number } = {}) {
     this.rng = new SimRng(seed);
     this.trace = options.trace ? [] : null;
+    this.maxEvents = options.maxEvents ?? Infinity;
   }
 
   /** Runs `fn` after `delayMs` of virtual time (0: after everything already due now). */
@@ -130,7 +134,11 @@ export class World {
         h[i] = last;
       }
       this.nowMs = ev.atMs;
-      this.events++;
+      if (++this.events > this.maxEvents) {
+        throw this.fail(
+          `Event budget of ${this.maxEvents} events exceeded (a message storm or livelock)`,
+        );
+      }
       try {
         ev.fn();
       } catch (err) {

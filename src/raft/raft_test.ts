@@ -713,3 +713,65 @@ Deno.test("a member removed while cut off learns it from the leader's snapshot a
   assert.equal(victim.removed, true);
   assert.equal(leader.role, "leader");
 });
+
+Deno.test("a learner's acknowledgement never completes the commit quorum of the voters (thesis §4.2.1, §5.3)", () => {
+  const net = new TestNet(["a", "b", "c"], { autoPromote: false }, ["d"]);
+  const leader = net.elect();
+  net.tick(2);
+  const followers = ["a", "b", "c"].filter((v) => v !== leader.id);
+  const before = leader.commitIndex;
+  // The voters hear nothing; only the learner replicates.
+  net.filter = (m) => !followers.includes(m.to) && !followers.includes(m.from);
+  leader.propose(enc("x"));
+  net.settle();
+  const d = net.get("d");
+  assert.equal(d.lastIndex, leader.lastIndex, "the learner holds the entry");
+  assert.equal(leader.matchOf("d"), leader.lastIndex);
+  assert.equal(leader.commitIndex, before, "leader + learner are not a majority of 3 voters");
+  net.filter = () => true;
+  net.tick(2);
+  assert.equal(leader.commitIndex, leader.lastIndex, "committed once a voter acknowledges");
+});
+
+Deno.test("a leader steps down when any response carries a higher term (Figure 2, Rules for Servers)", async (t) => {
+  const responses = (from: string, to: string, term: number): Message[] => [
+    {
+      type: "AppendEntriesResponse",
+      from,
+      to,
+      term,
+      success: false,
+      matchIndex: 0,
+      rejectedIndex: -1,
+      conflictIndex: 0,
+      conflictTerm: 0,
+    },
+    { type: "HeartbeatResponse", from, to, term, readSeq: 0 },
+    {
+      type: "InstallSnapshotResponse",
+      from,
+      to,
+      term,
+      snapshotIndex: 1,
+      offsetBytes: 0,
+      done: false,
+      matchIndex: 0,
+    },
+    { type: "RequestVoteResponse", from, to, term, granted: false },
+  ];
+  for (const opts of [{}, { preVote: false, checkQuorum: false }]) {
+    for (let i = 0; i < 4; i++) {
+      const net = new TestNet(["a", "b", "c"], opts);
+      const leader = net.elect();
+      const peer = ["a", "b", "c"].find((v) => v !== leader.id)!;
+      const m = responses(peer, leader.id, leader.term + 1)[i];
+      await t.step(`${m.type} ${JSON.stringify(opts)}`, () => {
+        const term = leader.term;
+        leader.step(m);
+        assert.equal(leader.role, "follower");
+        assert.equal(leader.term, term + 1);
+        assert.equal(drain(leader).messages.filter((x) => x.term === term).length, 0);
+      });
+    }
+  }
+});

@@ -98,6 +98,12 @@ export class RaftStorage {
       for (const r of parsed.records) st.#replay(r);
       if (await disk.stat(`${dir}/log-${g}`)) {
         const log = parseRecords(await readAll(disk, `${dir}/log-${g}`));
+        if (log.corrupt) {
+          throw new StorageCorruptError(
+            `Cannot read ${dir}/log-${g}: record at byte ${log.validBytes} is damaged ` +
+              `and valid records follow it (not a torn tail)`,
+          );
+        }
         for (const r of log.records) st.#replay(r);
         logRecords = log.records.length;
         tornBytes = log.tornBytes;
@@ -462,30 +468,45 @@ function decodePayload(p: Uint8Array): Rec {
 
 /**
  * Splits a file into records, stopping at the first one that is short or
- * fails its checksum: that and everything after it is the torn tail.
+ * fails its checksum. A torn write leaves damage only at the end (each
+ * ready is one record, written and fsynced before the next), so when a
+ * valid record still follows the damage, `corrupt` is true: the file was
+ * damaged after it was written (bit rot, a bad sector, a stray write), and
+ * cutting it there would silently drop acknowledged records.
  */
 export function parseRecords(buf: Uint8Array): {
   records: Rec[];
   validBytes: number;
   tornBytes: number;
+  corrupt: boolean;
 } {
   const records: Rec[] = [];
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   let pos = 0;
-  while (pos + 8 <= buf.length) {
-    const len = view.getUint32(pos, true);
-    const crc = view.getUint32(pos + 4, true);
-    if (pos + 8 + len > buf.length) break;
-    const payload = buf.subarray(pos + 8, pos + 8 + len);
-    if (crc32(payload) !== crc) break;
-    let rec: Rec;
-    try {
-      rec = decodePayload(payload);
-    } catch {
-      break;
-    }
-    records.push(rec);
-    pos += 8 + len;
+  for (;;) {
+    const rec = recordAt(buf, pos);
+    if (rec === null) break;
+    records.push(rec.rec);
+    pos = rec.end;
   }
-  return { records, validBytes: pos, tornBytes: buf.length - pos };
+  let corrupt = false;
+  for (let at = pos + 1; at + 8 <= buf.length && !corrupt; at++) {
+    corrupt = recordAt(buf, at) !== null;
+  }
+  return { records, validBytes: pos, tornBytes: buf.length - pos, corrupt };
+}
+
+/** The whole, checksummed, decodable record at `pos`, or null. */
+function recordAt(buf: Uint8Array, pos: number): { rec: Rec; end: number } | null {
+  if (pos + 8 > buf.length) return null;
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const len = view.getUint32(pos, true);
+  const crc = view.getUint32(pos + 4, true);
+  if (len === 0 || pos + 8 + len > buf.length) return null;
+  const payload = buf.subarray(pos + 8, pos + 8 + len);
+  if (crc32(payload) !== crc) return null;
+  try {
+    return { rec: decodePayload(payload), end: pos + 8 + len };
+  } catch {
+    return null;
+  }
 }

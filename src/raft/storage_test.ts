@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { SimDisk } from "../../sim/disk.ts";
 import { SimRng } from "../../sim/rng.ts";
 import { bootstrapState, type Entry, type HardState, Raft, type Ready } from "./mod.ts";
-import { parseRecords, RaftStorage } from "./storage.ts";
+import { parseRecords, RaftStorage, StorageCorruptError } from "./storage.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
@@ -155,4 +155,36 @@ Deno.test("RaftStorage.bootstrap() at an index adopts a machine at that index; t
   assert.equal(raft.lastIndex, 42);
   assert.equal(raft.commitIndex, 42);
   assert.throws(() => bootstrapState({ voters: ["a"], learners: [] }, 0), RangeError);
+Deno.test("RaftStorage.open() refuses a log damaged before its end instead of cutting acknowledged records (Figure 2)", async (t) => {
+  const setup = async () => {
+    const disk = new SimDisk({ rng: new SimRng(3) });
+    const st = await RaftStorage.open(disk, "raft");
+    await st.bootstrap({ voters: ["a", "b", "c"], learners: [] });
+    for (let i = 2; i <= 4; i++) {
+      await st.save(
+        ready({ hardState: { term: 2, vote: "a", commit: 1 }, entries: [entry(i, 2)] }),
+      );
+    }
+    st.close();
+    const log = disk.paths().find((p) => /^raft\/log-\d+$/.test(p))!;
+    return { disk, log, bytes: disk.peek(log)! };
+  };
+  await t.step("a flipped byte in the first of three records", async () => {
+    const { disk, log } = await setup();
+    disk.corrupt(log, 12, 0x40);
+    await assert.rejects(RaftStorage.open(disk, "raft"), StorageCorruptError);
+  });
+  await t.step("a damaged length field in the second record", async () => {
+    const { disk, log, bytes } = await setup();
+    const first = new DataView(bytes.buffer).getUint32(0, true);
+    disk.corrupt(log, 8 + first + 1, 0x01);
+    await assert.rejects(RaftStorage.open(disk, "raft"), StorageCorruptError);
+  });
+  await t.step("a torn last record is still cut off as a torn tail", async () => {
+    const { disk, log, bytes } = await setup();
+    disk.corrupt(log, bytes.length - 2, 0x10);
+    const st = await RaftStorage.open(disk, "raft");
+    assert.deepEqual(st.state.entries.map((e) => e.index), [2, 3]);
+    assert.ok(st.report.tornBytes > 0);
+  });
 });
