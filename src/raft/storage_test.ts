@@ -155,6 +155,8 @@ Deno.test("RaftStorage.bootstrap() at an index adopts a machine at that index; t
   assert.equal(raft.lastIndex, 42);
   assert.equal(raft.commitIndex, 42);
   assert.throws(() => bootstrapState({ voters: ["a"], learners: [] }, 0), RangeError);
+});
+
 Deno.test("RaftStorage.open() refuses a log damaged before its end instead of cutting acknowledged records (Figure 2)", async (t) => {
   const setup = async () => {
     const disk = new SimDisk({ rng: new SimRng(3) });
