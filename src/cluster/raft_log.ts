@@ -48,7 +48,7 @@ import {
   type RaftConfig,
 } from "../raft/mod.ts";
 import { RaftStorage } from "../raft/storage.ts";
-import { type DriverStatus, type DriverTimers, RaftDriver } from "./driver.ts";
+import { type DriverStatus, DriverStoppedError, type DriverTimers, RaftDriver } from "./driver.ts";
 
 /** How to open a {@link RaftLog}. */
 export interface RaftLogOptions {
@@ -360,6 +360,9 @@ export class RaftLog implements MetaLog {
         await this.#driver.readIndex(ctl.signal);
         return;
       } catch (err) {
+        if (err instanceof DriverStoppedError) {
+          throw new MetaError("ServiceUnavailable", "The node stopped", { cause: err });
+        }
         if (!(err instanceof ProposalDroppedError) && !ctl.signal.aborted) throw err;
         if (this.#o.clock.nowMs() - startMs >= (this.#o.noLeaderWaitMs ?? 5000)) {
           throw slowDown(err);
