@@ -354,7 +354,11 @@ async function main() {
     if (localTarget) {
       const body = pattern(4096, 7);
       const old = targets[1];
-      await pool(WARM_UP_REQUESTS, 16, (i) => put(localTarget, `warm-${i}`, body as BodyInit, 4096));
+      await pool(
+        WARM_UP_REQUESTS,
+        16,
+        (i) => put(localTarget, `warm-${i}`, body as BodyInit, 4096),
+      );
       console.log(`\n4 KiB PUT x16, 2000 ops a round: ops/s of serve on RaftLog vs LocalLog`);
       for (let round = 0; round < compareRounds; round++) {
         const order = round % 2 === 0 ? [localTarget, old] : [old, localTarget];
