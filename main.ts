@@ -15,7 +15,15 @@ import { raiseFdLimit } from "./src/io/deno/fdlimit.ts";
 import { LocalDataPath } from "./src/data/local.ts";
 import { compactSegments } from "./src/data/compactor.ts";
 import { Reclaimer } from "./src/data/reclaim.ts";
-import { LocalLog, sweepMetadata } from "./src/meta/mod.ts";
+import {
+  type DataRef,
+  LocalLog,
+  type MetaLog,
+  sweepCommands,
+  sweepMetadata,
+} from "./src/meta/mod.ts";
+import { RaftLog } from "./src/cluster/raft_log.ts";
+import type { MetaKv } from "./src/io/mod.ts";
 import { createS3App } from "./src/s3/app.ts";
 import { newId } from "./src/s3/context.ts";
 import denoJson from "./deno.json" with { type: "json" };
@@ -233,16 +241,17 @@ async function serve(args: string[]): Promise<void> {
   const kv = await openDenoKv(`${opts.dataDir}/meta/kv.sqlite3`);
   const data = new LocalDataPath(new DenoDisk(opts.dataDir));
   await data.init();
-  const live = await sweepMetadata(kv);
-  const removed = await data.sweep(live);
+  const found = await sweepMetadata(kv);
+  const removed = await data.sweep(found.live);
   if (removed > 0) console.log(`Startup sweep removed ${removed} orphaned file(s)`);
-  const log = await LocalLog.open(kv);
   // MD5 and checksums of large bodies run beside the event loop, one worker per spare core.
   const hashPool = workerHashPool(Math.max(1, navigator.hardwareConcurrency - 1));
   const logError = (requestId: string, err: unknown) => console.error(`request ${requestId}:`, err);
   const reclaimer = new Reclaimer((ref) => {
     data.remove(ref).catch((err) => logError("reclaim", err));
   });
+  const log = await openServeLog(opts.dataDir, kv, (refs) => reclaimer.retire(refs));
+  for (const cmd of sweepCommands(found.orphans)) await log.propose(cmd);
   const compactionTimer = setInterval(async () => {
     try {
       const r = await compactSegments({ segments: data.segments, kv, log, reclaimer });
@@ -298,6 +307,7 @@ async function serve(args: string[]): Promise<void> {
     await Promise.race([listener.shutdown(), new Promise((r) => setTimeout(r, SHUTDOWN_GRACE_MS))]);
     clearInterval(compactionTimer);
     hashPool.close();
+    await log.close();
     kv.close();
     lock.close();
     Deno.exit(0);
@@ -305,6 +315,50 @@ async function serve(args: string[]): Promise<void> {
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   await listener.finished;
+}
+
+/** The node id of `serve`'s one-voter Raft log. */
+const SERVE_NODE_ID = "local";
+
+/**
+ * `serve`'s metadata log: the LocalLog, or with `HAMSTER_SERVE_LOG=raft` a
+ * cluster of one voter on the Raft path (state in DATA/raft; an existing data
+ * directory is adopted at its applied index). LocalLog stays the default
+ * until the Raft path is within 10% of it (docs/BENCHMARKS.md).
+ */
+async function openServeLog(
+  dataDir: string,
+  kv: MetaKv,
+  onGarbage: (refs: DataRef[]) => void,
+): Promise<MetaLog & { close(): Promise<void> }> {
+  if (Deno.env.get("HAMSTER_SERVE_LOG") !== "raft") {
+    const local = await LocalLog.open(kv, { onGarbage });
+    return Object.assign(local, { close: () => Promise.resolve() });
+  }
+  const log = await RaftLog.open({
+    id: SERVE_NODE_ID,
+    kv,
+    disk: new DenoDisk(dataDir),
+    dir: "raft",
+    rng: systemRng,
+    clock: systemClock,
+    timers: {
+      setTimeout: (ms, fn) => {
+        const h = setTimeout(fn, ms);
+        return () => clearTimeout(h);
+      },
+    },
+    send: () => {}, // one voter: nobody to talk to
+    founding: { voters: [SERVE_NODE_ID], learners: [] },
+    adoptAppliedIndex: true,
+    onGarbage,
+    raft: { electionTicks: 2 },
+    onFatal: (err) => {
+      console.error("hamster: the metadata log stopped:", err);
+      Deno.exit(1);
+    },
+  });
+  return log;
 }
 
 /** The git commit of the source tree this runs from, or "unknown" (a compiled binary, no git). */

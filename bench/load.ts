@@ -4,6 +4,11 @@
  * 1 GiB PUT and GET. Every GET body is verified by MD5.
  *
  * Usage: deno run -A --unstable-kv bench/load.ts [--quick] [--only "4 KiB"] [--json FILE]
+ *   [--compare-raft ROUNDS]
+ *
+ * `--compare-raft N` also starts `serve` on the one-voter Raft path
+ * (`HAMSTER_SERVE_LOG=raft`) and then runs N rounds of 2000 4 KiB PUTs at 16
+ * streams against each `serve`, alternating which goes first, printing ops/s.
  *
  * Both servers run as child processes on loopback. Objects of 1 MiB and more
  * move with curl (one process per request, GET bodies piped to md5sum), since
@@ -23,6 +28,7 @@ const args = parseArgs({
     quick: { type: "boolean" },
     json: { type: "string" },
     only: { type: "string" },
+    "compare-raft": { type: "string" },
   },
 });
 const QUICK = args.values.quick === true;
@@ -294,11 +300,44 @@ async function main() {
     { name: "null", base: `http://127.0.0.1:${nPort}`, pid: nul.pid, signed: false },
     { name: "hamster", base: `http://127.0.0.1:${hPort}`, pid: hamster.pid, signed: true },
   ];
+  const compareRounds = Number(args.values["compare-raft"] ?? 0);
+  let local: Awaited<ReturnType<typeof start>> | null = null;
+  let localTarget: Target | null = null;
+  if (compareRounds > 0) {
+    const lPort = freePort();
+    await Deno.mkdir(`${dir}/local`);
+    local = await start("hamster-raft", [
+      "run",
+      "-A",
+      "--unstable-kv",
+      `${root}main.ts`,
+      "serve",
+      "-data-dir",
+      `${dir}/local`,
+      "-s3",
+      `127.0.0.1:${lPort}`,
+    ], {
+      HAMSTER_ACCESS_KEY_ID: CREDS.accessKeyId,
+      HAMSTER_SECRET_ACCESS_KEY: CREDS.secretAccessKey,
+      HAMSTER_SERVE_LOG: "raft",
+    }, lPort);
+    localTarget = {
+      name: "hamster-raft",
+      base: `http://127.0.0.1:${lPort}`,
+      pid: local.pid,
+      signed: true,
+    };
+  }
   const rows: Row[] = [];
   try {
     const mk = new URL(`${targets[1].base}/bench`);
     const r = await fetch(mk, { method: "PUT", headers: sign("PUT", mk) });
     await r.body?.cancel();
+    if (localTarget) {
+      const mkl = new URL(`${localTarget.base}/bench`);
+      const rl = await fetch(mkl, { method: "PUT", headers: sign("PUT", mkl) });
+      await rl.body?.cancel();
+    }
     // Unmeasured: both servers' JIT warms up on small requests first, so that a
     // workload run alone (--only) measures what it measures after the others.
     const warm = pattern(4096, 1);
@@ -311,6 +350,30 @@ async function main() {
     await workload(targets, 64 * MiB, 1, Math.ceil(4 * scale), rows, dir);
     await workload(targets, 64 * MiB, 8, Math.ceil(16 * scale), rows, dir);
     await workload(targets, 4096, 16, Math.ceil(2000 * scale), rows, dir);
+
+    if (localTarget) {
+      const body = pattern(4096, 7);
+      const old = targets[1];
+      await pool(
+        WARM_UP_REQUESTS,
+        16,
+        (i) => put(localTarget, `warm-${i}`, body as BodyInit, 4096),
+      );
+      console.log(`\n4 KiB PUT x16, 2000 ops a round: ops/s of serve on RaftLog vs LocalLog`);
+      for (let round = 0; round < compareRounds; round++) {
+        const order = round % 2 === 0 ? [localTarget, old] : [old, localTarget];
+        const got: Record<string, number> = {};
+        for (const t of order) {
+          const s = await pool(2000, 16, (i) => put(t, `cmp${round}-${i}`, body as BodyInit, 4096));
+          got[t.name] = 2000 / s;
+        }
+        console.log(
+          `round ${round + 1}: raft ${got["hamster-raft"].toFixed(0)}/s, local ${
+            got.hamster.toFixed(0)
+          }/s, ratio ${(got["hamster-raft"] / got.hamster).toFixed(2)}`,
+        );
+      }
+    }
 
     // Peak RSS while one 1 GiB object streams in and out.
     const GiB = QUICK ? 256 * MiB : 1024 * MiB;
@@ -343,7 +406,7 @@ async function main() {
       );
     }
   } finally {
-    for (const c of [hamster, nul]) {
+    for (const c of local ? [hamster, nul, local] : [hamster, nul]) {
       c.kill("SIGTERM");
       await c.status;
     }

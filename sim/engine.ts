@@ -46,6 +46,7 @@ import {
   MIN_PART_SIZE_BYTES,
   type ObjectRecord,
   type PartRecord,
+  sweepCommands,
   sweepMetadata,
   type UploadRecord,
 } from "../src/meta/mod.ts";
@@ -676,11 +677,9 @@ class EngineRun {
     // The startup order of main.ts.
     const data = new LocalDataPath(disk, { segmentRollBytes: this.segmentRollBytes });
     await data.init();
-    const live = await sweepMetadata(kv);
-    const removed = await data.sweep(live);
+    const found = await sweepMetadata(kv);
+    const removed = await data.sweep(found.live);
     this.stats.sweptFiles += removed;
-    const log = await LocalLog.open(kv);
-    proc.log = log;
     const logError = (requestId: string, err: unknown) => {
       if (!gen.dead) {
         this.internalErrors.push(`request ${requestId}: ${(err as Error)?.stack ?? err}`);
@@ -689,6 +688,9 @@ class EngineRun {
     const reclaimer = new Reclaimer((ref) => {
       data.remove(ref).catch((err) => logError("reclaim", err));
     });
+    const log = await LocalLog.open(kv, { onGarbage: (refs) => reclaimer.retire(refs) });
+    for (const cmd of sweepCommands(found.orphans)) await log.propose(cmd);
+    proc.log = log;
     proc.app = createS3App({
       kv,
       log,

@@ -21,6 +21,8 @@
  *
  * @module
  */
+import type { Command } from "../meta/commands.ts";
+import type { JoinTokenRecord } from "../meta/records.ts";
 
 /** Text before the base64url body; the `v1` is the layout version. */
 export const JOIN_TOKEN_PREFIX = "hamster-join-v1.";
@@ -47,54 +49,27 @@ export interface JoinToken {
   secret: Uint8Array;
 }
 
-/**
- * What replicated metadata keeps of a token, under the Deno KV key
- * `["sys", "joinToken", tokenId]` (the node wiring adds it to `src/meta`).
- */
-export interface JoinTokenRecord {
-  /** 32 lowercase hex digits. */
-  tokenId: string;
-  /** SHA-256 of the secret, 64 lowercase hex digits. */
-  secretSha256: string;
-  /** When `token` minted it, ms since the epoch. */
-  createdAtMs: number;
-  /** The first instant it is refused, ms since the epoch. */
-  expiresAtMs: number;
-  /** The node id that burned it; `null` while unused. */
-  usedBy: string | null;
-}
+export type { JoinTokenRecord };
 
 /**
- * Metadata command that records a new token. `apply` sets the record with
- * `usedBy: null`; a record with that `tokenId` already present is left as is.
+ * Metadata command that records a new token (`src/meta/commands.ts`). `apply`
+ * sets the record with `usedBy: null`; a record with that `tokenId` already
+ * present is left as is.
  */
-export interface IssueJoinTokenCommand {
-  /** The command name. */
-  type: "IssueJoinToken";
-  /** The record to store, `usedBy: null`. */
-  record: JoinTokenRecord;
-}
+export type IssueJoinTokenCommand = Extract<Command, { type: "IssueJoinToken" }>;
 
 /**
- * Metadata command that burns a token for `nodeId`. Deterministic `apply`:
- * it succeeds (sets `usedBy`) only when the record exists, `usedBy` is
- * `null` and `nowMs` (stamped at propose time) is before `expiresAtMs`;
- * otherwise it fails alone and changes nothing. It also fails when another
- * token already burned for the same `nodeId`, so two joiners claiming one node
- * id with two tokens cannot both get a certificate. The join authority issues a
- * certificate only after its own burn committed with success, so two joiners
- * racing with one token get one certificate between them, cluster-wide.
+ * Metadata command that burns a token for `nodeId` (`src/meta/commands.ts`).
+ * Deterministic `apply`: it burns (sets `usedBy`; the result's `burned` is
+ * true) only when the record exists, `usedBy` is `null` and `nowMs` (stamped
+ * at propose time) is before `expiresAtMs`, and no other token already burned
+ * for the same `nodeId`, so two joiners claiming one node id with two tokens
+ * cannot both get a certificate; otherwise it changes nothing. The join
+ * authority issues a certificate only after its own burn committed with
+ * success, so two joiners racing with one token get one certificate between
+ * them, cluster-wide.
  */
-export interface BurnJoinTokenCommand {
-  /** The command name. */
-  type: "BurnJoinToken";
-  /** The token to burn. */
-  tokenId: string;
-  /** The joiner the certificate will be for. */
-  nodeId: string;
-  /** Proposal time, compared with `expiresAtMs` in `apply`. */
-  nowMs: number;
-}
+export type BurnJoinTokenCommand = Extract<Command, { type: "BurnJoinToken" }>;
 
 /** Why a token was refused; `message` says it for a person. */
 export type JoinTokenRefusal =

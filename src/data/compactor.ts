@@ -99,7 +99,7 @@ async function compactionPass(
           from,
           to,
         });
-        deps.reclaimer.retire(result.garbage);
+        // `from` is released by the log's onGarbage, on every replica that applies the move.
         if (result.garbage.some((g) => sameData(g, from))) report.relocated++;
       } catch (err) {
         // Kept unless the log promises the move is not visible (ADR 0009).

@@ -43,10 +43,10 @@ async function withEnv(fn: (env: Env) => Promise<void>): Promise<void> {
   const data = new LocalDataPath(disk, { segmentRollBytes: 2048 });
   try {
     await data.init();
-    const log = await LocalLog.open(kv);
     const reclaimer = new Reclaimer((ref) => {
       data.remove(ref);
     });
+    const log = await LocalLog.open(kv, { onGarbage: (refs) => reclaimer.retire(refs) });
     await log.propose({ type: "CreateBucket", bucket: { name: "b", createdMs: 1, region: "r" } });
     await fn({ root, disk, kv, log, data, reclaimer });
     await disk.removalsDone();
@@ -78,8 +78,7 @@ async function put(env: Env, key: string, bytes: Uint8Array): Promise<DataRef> {
       userMeta: {},
       data: ref,
     };
-    const result = await env.log.propose({ type: "PutObject", bucket: "b", key, record });
-    env.reclaimer.retire(result.garbage);
+    await env.log.propose({ type: "PutObject", bucket: "b", key, record });
   } finally {
     env.data.settle(ref);
   }
@@ -87,8 +86,7 @@ async function put(env: Env, key: string, bytes: Uint8Array): Promise<DataRef> {
 }
 
 async function del(env: Env, key: string): Promise<void> {
-  const result = await env.log.propose({ type: "DeleteObject", bucket: "b", key });
-  env.reclaimer.retire(result.garbage);
+  await env.log.propose({ type: "DeleteObject", bucket: "b", key });
 }
 
 async function current(env: Env, key: string): Promise<ObjectRecord> {

@@ -15,11 +15,14 @@ import { type ApplyResult, type Command, MetaError, type WriteCondition } from "
 import { checkWrite } from "./limits.ts";
 import {
   type BucketRecord,
+  type CredentialRecord,
   type DataRef,
+  type JoinTokenRecord,
   keys,
   MANIFEST_CHUNK_PARTS,
   type ManifestChunk,
   type ManifestPart,
+  type MemberRecord,
   type ObjectRecord,
   type PartRecord,
   sameData,
@@ -46,9 +49,18 @@ export function readKeys(cmd: Command): KvKey[] {
       ];
     case "RelocateData":
       return [keys.object(cmd.bucket, cmd.key)];
+    case "PutCredential":
+      return [keys.credential(cmd.accessKeyId)];
     default:
       return [];
   }
+}
+
+/** A write the caller adds to a command's last KV commit, beside the applied index. */
+export interface SysWrite {
+  key: KvKey;
+  /** Absent: delete the key. */
+  value?: unknown;
 }
 
 /** The smallest part (bytes) allowed anywhere but last in a multipart upload. */
@@ -61,14 +73,26 @@ export const MIN_PART_SIZE_BYTES = 5 * 1024 * 1024;
  * queued (`limits.ts`), so a record too large fails this command alone, with
  * the S3 error of its request, deterministically on every replica.
  *
+ * `extra` writes (the log's proposal bookkeeping) join the command's last
+ * commit, the one that records `index` as applied: every command, even one
+ * that changes nothing, ends with that commit.
+ *
+ * Re-applying a command that already applied (a replay after a crash in the
+ * middle of a group) never releases data its own records still reference.
+ *
  * @throws {MetaError} with the S3 error code when the command cannot apply
  * (`MetadataTooLarge`, `MaxMessageLengthExceeded` for a record over 64 KiB).
  * Over a plain MetaKv a throw after a first commit of a split command leaves
  * only what the startup sweep removes; over a `GroupKv` the caller
  * rolls back everything the command wrote (`LocalLog` does).
  */
-export async function apply(cmd: Command, kv: MetaKv, index: number): Promise<ApplyResult> {
-  const batch = new Batch(kv, index, cmd);
+export async function apply(
+  cmd: Command,
+  kv: MetaKv,
+  index: number,
+  extra: readonly SysWrite[] = [],
+): Promise<ApplyResult> {
+  const batch = new Batch(kv, index, cmd, extra);
   switch (cmd.type) {
     case "CreateBucket": {
       const existing = await kv.get<BucketRecord>(keys.bucket(cmd.bucket.name));
@@ -101,7 +125,11 @@ export async function apply(cmd: Command, kv: MetaKv, index: number): Promise<Ap
       await requireBucket(kv, cmd.bucket);
       const current = await kv.get<ObjectRecord>(keys.object(cmd.bucket, cmd.key));
       checkCondition(cmd.condition, current?.value, cmd.key);
-      const garbage = current ? await dropObject(kv, batch, current.value) : [];
+      // A replay finds its own record current: its data is not garbage.
+      const mine = cmd.record.data;
+      const garbage = current
+        ? (await dropObject(kv, batch, current.value)).filter((d) => !mine || !sameData(d, mine))
+        : [];
       batch.set(keys.object(cmd.bucket, cmd.key), cmd.record);
       await batch.commit();
       return { garbage, record: cmd.record };
@@ -112,7 +140,10 @@ export async function apply(cmd: Command, kv: MetaKv, index: number): Promise<Ap
       if (cmd.condition?.ifMatch !== undefined) {
         checkCondition(cmd.condition, current?.value, cmd.key);
       }
-      if (!current) return { garbage: [], existed: false };
+      if (!current) {
+        await batch.commit();
+        return { garbage: [], existed: false };
+      }
       const garbage = await dropObject(kv, batch, current.value);
       batch.delete(keys.object(cmd.bucket, cmd.key));
       await batch.commit();
@@ -145,13 +176,20 @@ export async function apply(cmd: Command, kv: MetaKv, index: number): Promise<Ap
       const old = await kv.get<PartRecord>(keys.part(cmd.uploadId, cmd.part.partNumber));
       batch.set(keys.part(cmd.uploadId, cmd.part.partNumber), cmd.part);
       await batch.commit();
-      return { garbage: old ? [old.value.data] : [] };
+      // A replay finds its own part: its data is not garbage.
+      return { garbage: old && !sameData(old.value.data, cmd.part.data) ? [old.value.data] : [] };
     }
     case "CompleteMultipartUpload":
       return await completeMultipartUpload(cmd, kv, batch);
     case "RelocateData": {
       const current = await kv.get<ObjectRecord>(keys.object(cmd.bucket, cmd.key));
+      if (current?.value.data && sameData(current.value.data, cmd.to)) {
+        // A replay: the move already happened; `to` is live and `from` was released then.
+        await batch.commit();
+        return { garbage: [] };
+      }
       if (!current?.value.data || !sameData(current.value.data, cmd.from)) {
+        await batch.commit();
         return { garbage: [cmd.to] };
       }
       batch.set(keys.object(cmd.bucket, cmd.key), { ...current.value, data: cmd.to });
@@ -193,7 +231,96 @@ export async function apply(cmd: Command, kv: MetaKv, index: number): Promise<Ap
       await cleanup.commit();
       return { garbage };
     }
+    case "SweepOrphans":
+      return await sweepOrphans(cmd.keys, kv, batch);
+    case "PutMember":
+      batch.set(keys.member(cmd.member.id), cmd.member);
+      await batch.commit();
+      return { garbage: [] };
+    case "RemoveMember": {
+      const current = await kv.get<MemberRecord>(keys.member(cmd.id));
+      batch.set(keys.member(cmd.id), {
+        id: cmd.id,
+        addr: current?.value.addr ?? "",
+        removed: true,
+      });
+      await batch.commit();
+      return { garbage: [] };
+    }
+    case "PutClusterCa": {
+      if (!await kv.get<string>(keys.ca())) batch.set(keys.ca(), cmd.pem);
+      await batch.commit();
+      return { garbage: [] };
+    }
+    case "IssueJoinToken": {
+      const record: JoinTokenRecord = { ...cmd.record, usedBy: null };
+      if (!await kv.get(keys.token(record.tokenId))) batch.set(keys.token(record.tokenId), record);
+      await batch.commit();
+      return { garbage: [] };
+    }
+    case "BurnJoinToken": {
+      const token = await kv.get<JoinTokenRecord>(keys.token(cmd.tokenId));
+      let burned = token !== null && token.value.usedBy === null &&
+        cmd.nowMs < token.value.expiresAtMs;
+      if (burned) {
+        for await (const e of kv.list<JoinTokenRecord>({ prefix: keys.tokens() })) {
+          if (e.value.usedBy === cmd.nodeId) burned = false;
+        }
+      }
+      if (burned) batch.set(keys.token(cmd.tokenId), { ...token!.value, usedBy: cmd.nodeId });
+      await batch.commit();
+      return { garbage: [], burned };
+    }
+    case "PutCredential": {
+      const added = !await kv.get<CredentialRecord>(keys.credential(cmd.accessKeyId));
+      if (added) {
+        const record: CredentialRecord = { secretAccessKey: cmd.secretAccessKey };
+        batch.set(keys.credential(cmd.accessKeyId), record);
+      }
+      await batch.commit();
+      return { garbage: [], added };
+    }
   }
+}
+
+/**
+ * Deletes the keys of `found` that are still unreachable: a manifest chunk
+ * no current object names, a part of an upload that no longer exists. Any
+ * other key is left alone. Scans the objects (for manifests) and uploads
+ * (for parts) once, and only when such a key is named.
+ */
+async function sweepOrphans(
+  found: (string | number)[][],
+  kv: MetaKv,
+  batch: Batch,
+): Promise<ApplyResult> {
+  let manifests: Set<string> | null = null;
+  let uploads: Set<string> | null = null;
+  for (const key of found) {
+    if (key.length !== 3 || typeof key[1] !== "string" || typeof key[2] !== "number") continue;
+    if (key[0] === "manifest") {
+      if (manifests === null) {
+        manifests = new Set();
+        for await (const e of kv.list<ObjectRecord>({ prefix: ["cur"] })) {
+          if (e.value.multipart) manifests.add(e.value.multipart.manifestId);
+        }
+      }
+      if (manifests.has(key[1])) continue;
+    } else if (key[0] === "part") {
+      if (uploads === null) {
+        uploads = new Set();
+        for await (const e of kv.list<UploadRecord>({ prefix: ["upload"] })) {
+          uploads.add(e.value.uploadId);
+        }
+      }
+      if (uploads.has(key[1])) continue;
+    } else continue;
+    if (!await kv.get(key)) continue;
+    batch.delete(key);
+    await batch.endUnit();
+  }
+  await batch.commit();
+  return { garbage: [] };
 }
 
 async function completeMultipartUpload(
@@ -353,7 +480,12 @@ class Batch {
   #sizeBytes = 0;
   #unitSizeBytes = 0;
 
-  constructor(readonly kv: MetaKv, readonly index: number | null, readonly cmd: Command) {}
+  constructor(
+    readonly kv: MetaKv,
+    readonly index: number | null,
+    readonly cmd: Command,
+    readonly extra: readonly SysWrite[] = [],
+  ) {}
 
   set(key: KvKey, value: unknown): void {
     checkWrite(this.cmd, key, value);
@@ -397,7 +529,13 @@ class Batch {
       if ("value" in op) atomic.set(op.key, op.value);
       else atomic.delete(op.key);
     }
-    if (last && this.index !== null) atomic.set(keys.applied(), this.index);
+    if (last && this.index !== null) {
+      atomic.set(keys.applied(), this.index);
+      for (const w of this.extra) {
+        if ("value" in w) atomic.set(w.key, w.value);
+        else atomic.delete(w.key);
+      }
+    }
     if (!await atomic.commit()) throw new Error("Metadata commit failed a check");
   }
 }

@@ -10,6 +10,7 @@ import {
   MIN_PART_SIZE_BYTES,
   type ObjectRecord,
   readManifest,
+  sweepCommands,
   sweepMetadata,
 } from "./mod.ts";
 
@@ -292,9 +293,16 @@ Deno.test("sweepMetadata() drops unreferenced manifests and orphan parts, keeps 
       .set(keys.manifest("orphan", 0), { parts: [{ partNumber: 1, data: dataRef(1), etag: "x" }] })
       .set(keys.part("gone", 1), { partNumber: 1, etag: "x", data: orphanPart, lastModifiedMs: 1 })
       .commit();
-    const refs = await sweepMetadata(kv);
+    const before = (await kv.get<number>(keys.applied()))?.value;
+    const found = await sweepMetadata(kv);
+    const refs = found.live;
     assert.deepEqual([...refs.keys()].sort(), [live.data!.dataId, livePart.dataId].sort());
     assert.deepEqual(refs.get(livePart.dataId), livePart);
+    // The sweep itself writes nothing: its deletions are a command.
+    assert.notEqual(await kv.get(keys.manifest("orphan", 0)), null);
+    assert.equal((await kv.get<number>(keys.applied()))?.value, before);
+    assert.deepEqual(found.orphans, [keys.manifest("orphan", 0), keys.part("gone", 1)]);
+    for (const cmd of sweepCommands(found.orphans)) await log.propose(cmd);
     assert.equal(await kv.get(keys.manifest("orphan", 0)), null);
     assert.equal(await kv.get(keys.part("gone", 1)), null);
     assert.notEqual(await kv.get(keys.part("up", 1)), null);

@@ -13,6 +13,8 @@ import type {
   ChecksumValue,
   CorsRule,
   DataRef,
+  JoinTokenRecord,
+  MemberRecord,
   ObjectRecord,
   PartRecord,
   TagSet,
@@ -72,7 +74,29 @@ export type Command =
    * Moves an object's data to a new place (segment compaction): applies only
    * while the object's data is still `from`; otherwise `to` is garbage.
    */
-  | { type: "RelocateData"; bucket: string; key: string; from: DataRef; to: DataRef };
+  | { type: "RelocateData"; bucket: string; key: string; from: DataRef; to: DataRef }
+  /**
+   * Deletes records a crash left unreachable (manifest chunks no object
+   * names, parts of uploads that no longer exist), found by `sweepMetadata`;
+   * each key is deleted only if it is still unreachable when this applies.
+   */
+  | { type: "SweepOrphans"; keys: (string | number)[][] }
+  /** Adds or updates a cluster member's record. */
+  | { type: "PutMember"; member: MemberRecord }
+  /** Marks a member removed (its record stays, so its identity is never admitted again). */
+  | { type: "RemoveMember"; id: string }
+  /** Sets the cluster CA certificate (PEM); the first one set stays. */
+  | { type: "PutClusterCa"; pem: string }
+  /** Records a join token; a record with that `tokenId` already present is left as is. */
+  | { type: "IssueJoinToken"; record: JoinTokenRecord }
+  /**
+   * Burns a token for `nodeId`: only when it exists, is unused, `nowMs`
+   * (stamped at propose time) is before its expiry, and no other token
+   * burned for `nodeId`. The result's `burned` says whether it did.
+   */
+  | { type: "BurnJoinToken"; tokenId: string; nodeId: string; nowMs: number }
+  /** Adds an S3 access key only if absent; the result's `added` says whether it did. */
+  | { type: "PutCredential"; accessKeyId: string; secretAccessKey: string };
 
 /** What applying a command produced: a value for the caller and data no longer referenced. */
 export interface ApplyResult {
@@ -84,6 +108,10 @@ export interface ApplyResult {
   existed?: boolean;
   /** The record a PutObject or CompleteMultipartUpload made current. */
   record?: ObjectRecord;
+  /** BurnJoinToken: whether this command burned the token. */
+  burned?: boolean;
+  /** PutCredential: whether the key was added (false: it existed). */
+  added?: boolean;
 }
 
 /**

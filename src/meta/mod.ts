@@ -27,7 +27,8 @@ import {
 
 export * from "./records.ts";
 export * from "./commands.ts";
-export { apply, MIN_PART_SIZE_BYTES, readKeys, readManifest } from "./apply.ts";
+export { apply, MIN_PART_SIZE_BYTES, readKeys, readManifest, type SysWrite } from "./apply.ts";
+export { applyEntries, type EntryOutcome, type LogCommand, PROPOSAL_WINDOW } from "./machine.ts";
 export { compareKeys, GroupCommitError, GroupKv } from "./group.ts";
 export { checkCommandLimits, checkWrite, keySizeBytes, valueSizeBytes } from "./limits.ts";
 
@@ -60,6 +61,17 @@ export interface MetaLog {
    * @see Ongaro 2014, "Consensus: Bridging Theory and Practice", §6.4 (ReadIndex)
    */
   readBarrier(): Promise<void>;
+}
+
+/** Options every log takes. */
+export interface LogOptions {
+  /**
+   * Data released by an applied command, called once the commit is durable,
+   * on every replica that applies it (and only there: the S3 handlers do not
+   * release garbage themselves). A replica releases only the refs it holds
+   * (`node` absent or its own id; RaftLog filters before calling).
+   */
+  onGarbage?(refs: DataRef[]): void;
 }
 
 /**
@@ -129,16 +141,18 @@ export class LocalLog implements MetaLog {
   #draining = false;
   #index: number;
   readonly #group: GroupKv;
+  readonly #onGarbage: (refs: DataRef[]) => void;
 
-  private constructor(readonly kv: MetaKv, index: number) {
+  private constructor(readonly kv: MetaKv, index: number, opts: LogOptions) {
     this.#index = index;
     this.#group = new GroupKv(kv);
+    this.#onGarbage = opts.onGarbage ?? (() => {});
   }
 
   /** Opens the log over `kv`, resuming after its last applied index. */
-  static async open(kv: MetaKv): Promise<LocalLog> {
+  static async open(kv: MetaKv, opts: LogOptions = {}): Promise<LocalLog> {
     const applied = await kv.get<number>(keys.applied());
-    return new LocalLog(kv, applied?.value ?? 0);
+    return new LocalLog(kv, applied?.value ?? 0, opts);
   }
 
   /** At once: `propose()` answers only after apply and flush, so every acknowledged write is readable. */
@@ -203,8 +217,10 @@ export class LocalLog implements MetaLog {
           const o = outcomes[i];
           if (failure === null || o.endUnit <= failure.durableUnits) {
             // Durable, and so is everything before it that it read.
-            if (o.ok) p.resolve(o.result);
-            else p.reject(o.err);
+            if (o.ok) {
+              if (o.result.garbage.length > 0) this.#onGarbage(o.result.garbage);
+              p.resolve(o.result);
+            } else p.reject(o.err);
           } else if (
             o.firstUnit >= failure.attemptedUnits || (!o.ok && o.firstUnit >= failure.durableUnits)
           ) {
@@ -227,12 +243,25 @@ export class LocalLog implements MetaLog {
   }
 }
 
+/** What {@link sweepMetadata} found. */
+export interface SweepFindings {
+  /** Every data ref still referenced, by data id. */
+  live: Map<string, DataRef>;
+  /** Keys a crash left unreachable, to remove with `SweepOrphans` commands. */
+  orphans: (string | number)[][];
+}
+
+/** Keys per `SweepOrphans` command: well within one KV commit's mutation limit. */
+export const SWEEP_KEYS_PER_COMMAND = 500;
+
 /**
- * Removes metadata a crash left unreachable (manifest chunks no object names,
- * parts of uploads that no longer exist) and returns every data ref still
- * referenced, by data id. Run at startup, before serving.
+ * Finds metadata a crash left unreachable (manifest chunks no object names,
+ * parts of uploads that no longer exist) and every data ref still referenced.
+ * Reads only: the caller proposes {@link sweepCommands} of the orphans, so
+ * that every KV write goes through the log. Run at startup, before serving.
  */
-export async function sweepMetadata(kv: MetaKv): Promise<Map<string, DataRef>> {
+export async function sweepMetadata(kv: MetaKv): Promise<SweepFindings> {
+  const orphans: (string | number)[][] = [];
   const live = new Map<string, DataRef>();
   const manifests = new Set<string>();
   for await (const e of kv.list<ObjectRecord>({ prefix: ["cur"] })) {
@@ -243,7 +272,7 @@ export async function sweepMetadata(kv: MetaKv): Promise<Map<string, DataRef>> {
     if (manifests.has(e.key[1] as string)) {
       for (const p of e.value.parts) live.set(p.data.dataId, p.data);
     } else {
-      await kv.atomic().delete(e.key).commit();
+      orphans.push(e.key as (string | number)[]);
     }
   }
   const uploads = new Set<string>();
@@ -252,7 +281,16 @@ export async function sweepMetadata(kv: MetaKv): Promise<Map<string, DataRef>> {
   }
   for await (const e of kv.list<PartRecord>({ prefix: ["part"] })) {
     if (uploads.has(e.key[1] as string)) live.set(e.value.data.dataId, e.value.data);
-    else await kv.atomic().delete(e.key).commit();
+    else orphans.push(e.key as (string | number)[]);
   }
-  return live;
+  return { live, orphans };
+}
+
+/** The `SweepOrphans` commands that remove `orphans`, at most {@link SWEEP_KEYS_PER_COMMAND} keys each. */
+export function sweepCommands(orphans: (string | number)[][]): Command[] {
+  const out: Command[] = [];
+  for (let i = 0; i < orphans.length; i += SWEEP_KEYS_PER_COMMAND) {
+    out.push({ type: "SweepOrphans", keys: orphans.slice(i, i + SWEEP_KEYS_PER_COMMAND) });
+  }
+  return out;
 }

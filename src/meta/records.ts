@@ -14,6 +14,12 @@
  * | `["part", uploadId, partNumber]` | {@link PartRecord}: an uploaded part |
  * | `["sys", "applied"]` | the index of the last applied command |
  * | `["sys", "flush"]` | the sequence number of the last group-commit KV commit (`GroupKv`) |
+ * | `["sys", "proposal", id]` | {@link ProposalRecord}: an applied proposal id, for dropping retries |
+ * | `["sys", "pidx", index]` | the proposal id applied at `index` (pruning order) |
+ * | `["sys", "member", nodeId]` | {@link MemberRecord}: a cluster member's address |
+ * | `["sys", "ca"]` | the cluster CA certificate, PEM (never its key) |
+ * | `["sys", "token", tokenId]` | {@link JoinTokenRecord}: a join token (hash of its secret) |
+ * | `["sys", "cred", accessKeyId]` | {@link CredentialRecord}: an S3 access key |
  *
  * @module
  */
@@ -63,6 +69,11 @@ export interface DataRef {
   sizeBytes: number;
   /** Set when the bytes are packed into a segment file: which one, and where the record starts. */
   segment?: SegmentLocation;
+  /**
+   * The node holding the bytes (a cluster member id); absent: the node that
+   * applies the record (every record a single node wrote before clustering).
+   */
+  node?: string;
 }
 
 /** A record's place in a segment file. */
@@ -75,7 +86,7 @@ export interface SegmentLocation {
 /** Whether two refs name the same bytes in the same place. */
 export function sameData(a: DataRef, b: DataRef): boolean {
   return a.dataId === b.dataId && a.segment?.id === b.segment?.id &&
-    a.segment?.offsetBytes === b.segment?.offsetBytes;
+    a.segment?.offsetBytes === b.segment?.offsetBytes && (a.node ?? "") === (b.node ?? "");
 }
 
 /** An `x-amz-checksum-*` value stored with an object or part. */
@@ -150,6 +161,48 @@ export interface PartRecord {
   checksum?: ChecksumValue;
 }
 
+/**
+ * An applied proposal: the entry index it applied at and, when `apply()`
+ * refused it, the error it answered (a retry of the id gets no second try).
+ */
+export interface ProposalRecord {
+  index: number;
+  /** The `MetaError` code when the command did not apply. */
+  code?: string;
+  message?: string;
+}
+
+/** A cluster member: its id and cluster address. Voters and learners are Raft's membership. */
+export interface MemberRecord {
+  id: string;
+  /** `host:port` of its cluster port. */
+  addr: string;
+  /** Set once the member was removed: its identity is never admitted again. */
+  removed?: boolean;
+}
+
+/**
+ * What replicated metadata keeps of a join token, under
+ * `["sys", "token", tokenId]`: a hash of the secret, never the secret.
+ */
+export interface JoinTokenRecord {
+  /** 32 lowercase hex digits. */
+  tokenId: string;
+  /** SHA-256 of the secret, 64 lowercase hex digits. */
+  secretSha256: string;
+  /** When `token` minted it, ms since the epoch. */
+  createdAtMs: number;
+  /** The first instant it is refused, ms since the epoch. */
+  expiresAtMs: number;
+  /** The node id that burned it; `null` while unused. */
+  usedBy: string | null;
+}
+
+/** An S3 access key's secret, under `["sys", "cred", accessKeyId]`. */
+export interface CredentialRecord {
+  secretAccessKey: string;
+}
+
 /** KV key tuples, one function per record kind. */
 export const keys = {
   bucket: (bucket: string): KvKey => ["bucket", bucket],
@@ -168,4 +221,14 @@ export const keys = {
   applied: (): KvKey => ["sys", "applied"],
   /** Set by every KV commit of a group flush, so a failed commit's outcome can be read back. */
   flush: (): KvKey => ["sys", "flush"],
+  proposal: (id: string): KvKey => ["sys", "proposal", id],
+  proposalAt: (index: number): KvKey => ["sys", "pidx", index],
+  proposalsAt: (): KvKey => ["sys", "pidx"],
+  member: (id: string): KvKey => ["sys", "member", id],
+  members: (): KvKey => ["sys", "member"],
+  ca: (): KvKey => ["sys", "ca"],
+  token: (tokenId: string): KvKey => ["sys", "token", tokenId],
+  tokens: (): KvKey => ["sys", "token"],
+  credential: (accessKeyId: string): KvKey => ["sys", "cred", accessKeyId],
+  credentials: (): KvKey => ["sys", "cred"],
 } as const;

@@ -111,15 +111,21 @@ export function quorum(n: number): number {
 }
 
 /**
- * The persistent state of a founding member: a snapshot at index 1, term 1
- * carrying the initial membership, so later joiners catch up from a
- * snapshot rather than an empty log.
+ * The persistent state of a founding member: a snapshot at `index` (default
+ * 1), term 1, carrying the initial membership, so later joiners catch up from
+ * a snapshot rather than an empty log. An `index` above 1 adopts a state
+ * machine that already applied that many entries (its state is the
+ * snapshot's; the snapshot data is empty and the machine keeps what it has).
+ * @throws {RangeError} when `index` is not a positive integer.
  */
-export function bootstrapState(membership: Membership): StoredState {
+export function bootstrapState(membership: Membership, index = 1): StoredState {
+  if (!Number.isSafeInteger(index) || index < 1) {
+    throw new RangeError(`Cannot bootstrap at index ${index}: it must be a positive integer`);
+  }
   const m = { voters: [...membership.voters].sort(), learners: [...membership.learners].sort() };
   return {
-    hardState: { term: 1, vote: null, commit: 1 },
-    snapshot: { meta: { index: 1, term: 1, membership: m }, data: EMPTY },
+    hardState: { term: 1, vote: null, commit: index },
+    snapshot: { meta: { index, term: 1, membership: m }, data: EMPTY },
     entries: [],
   };
 }

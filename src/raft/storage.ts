@@ -130,9 +130,12 @@ export class RaftStorage {
     return this.#snapshot === null && this.#entries.length === 0 && this.#hardState.term === 0;
   }
 
-  /** Persists the founding state of a new cluster (see `bootstrapState`). */
-  async bootstrap(membership: Membership): Promise<void> {
-    const s = bootstrapState(membership);
+  /**
+   * Persists the founding state of a new cluster, with its snapshot at
+   * `index` (default 1; see `bootstrapState`).
+   */
+  async bootstrap(membership: Membership, index = 1): Promise<void> {
+    const s = bootstrapState(membership, index);
     this.#hardState = s.hardState;
     this.#snapshot = s.snapshot;
     this.#entries = [];

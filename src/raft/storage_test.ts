@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { SimDisk } from "../../sim/disk.ts";
 import { SimRng } from "../../sim/rng.ts";
-import type { Entry, HardState, Ready } from "./mod.ts";
+import { bootstrapState, type Entry, type HardState, Raft, type Ready } from "./mod.ts";
 import { parseRecords, RaftStorage, StorageCorruptError } from "./storage.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -140,6 +140,21 @@ Deno.test("RaftStorage.save() makes a ready durable whole or not at all under to
       }
     });
   }
+});
+
+Deno.test("RaftStorage.bootstrap() at an index adopts a machine at that index; the log goes on after it", async () => {
+  const disk = new SimDisk({ rng: new SimRng(1) });
+  const st = await RaftStorage.open(disk, "raft");
+  await st.bootstrap({ voters: ["a"], learners: [] }, 41);
+  await st.save(ready({ hardState: { term: 2, vote: "a", commit: 42 }, entries: [entry(42, 2)] }));
+  const st2 = await RaftStorage.open(disk, "raft");
+  assert.equal(st2.state.snapshot!.meta.index, 41);
+  assert.equal(st2.state.snapshot!.data.length, 0);
+  assert.deepEqual(st2.state.entries.map((e) => e.index), [42]);
+  const raft = new Raft({ id: "a", rng: new SimRng(2) }, st2.state);
+  assert.equal(raft.lastIndex, 42);
+  assert.equal(raft.commitIndex, 42);
+  assert.throws(() => bootstrapState({ voters: ["a"], learners: [] }, 0), RangeError);
 });
 
 Deno.test("RaftStorage.open() refuses a log damaged before its end instead of cutting acknowledged records (Figure 2)", async (t) => {

@@ -22,7 +22,6 @@ import {
   copySource,
   refuseUnsupportedWriteHeaders,
   releaseUnapplied,
-  removeGarbage,
 } from "./objects.ts";
 import { taggingHeader } from "./tagging.ts";
 import { requireBucket, requireUpload } from "./lookup.ts";
@@ -108,14 +107,13 @@ async function commitPart(
     ...(ingested.checksum ? { checksum: ingested.checksum } : {}),
   };
   try {
-    const result = await ctx.deps.log.propose({
+    await ctx.deps.log.propose({
       type: "UploadPart",
       bucket: ctx.bucket,
       key: ctx.key,
       uploadId,
       part,
     });
-    removeGarbage(ctx, result.garbage);
   } catch (err) {
     releaseUnapplied(ctx, err, [part.data]);
     throw err;
@@ -240,7 +238,7 @@ export async function CompleteMultipartUpload(ctx: S3Context): Promise<Response>
   }
   const ifNoneMatch = ctx.req.headers.get("if-none-match");
   const ifMatch = ctx.req.headers.get("if-match");
-  const result = await ctx.deps.log.propose({
+  await ctx.deps.log.propose({
     type: "CompleteMultipartUpload",
     bucket: ctx.bucket,
     key: ctx.key,
@@ -259,7 +257,6 @@ export async function CompleteMultipartUpload(ctx: S3Context): Promise<Response>
       }
       : {}),
   });
-  removeGarbage(ctx, result.garbage);
   const host = ctx.req.headers.get("host") ?? "localhost";
   return xmlResponse(renderXml("CompleteMultipartUploadResult", {
     Location: `${ctx.url.protocol}//${host}/${ctx.bucket}/${
@@ -278,13 +275,12 @@ export async function CompleteMultipartUpload(ctx: S3Context): Promise<Response>
 export async function AbortMultipartUpload(ctx: S3Context): Promise<Response> {
   validateKey(ctx.key);
   const uploadId = uploadIdParam(ctx);
-  const result = await ctx.deps.log.propose({
+  await ctx.deps.log.propose({
     type: "AbortMultipartUpload",
     bucket: ctx.bucket,
     key: ctx.key,
     uploadId,
   });
-  removeGarbage(ctx, result.garbage);
   return new Response(null, { status: 204 });
 }
 

@@ -44,12 +44,13 @@ import { refuseNonPrivateAcl } from "./acl.ts";
 import { taggingHeader } from "./tagging.ts";
 
 /**
- * Hands data no record references any more to the reclaimer, which removes
- * it once the reads that may still use it are done. A crash before that
- * leaves orphans for the startup sweep.
+ * Hands data this request stored but no record will reference (the command
+ * was refused) to the reclaimer. Data a committed command released is not
+ * handled here: the log reports it through its `onGarbage` on every replica
+ * that applies the command (ADR 0060).
  */
-export function removeGarbage(ctx: S3Context, garbage: DataRef[]): void {
-  ctx.deps.reclaimer.retire(garbage);
+function releaseStored(ctx: S3Context, refs: DataRef[]): void {
+  ctx.deps.reclaimer.retire(refs);
 }
 
 /**
@@ -60,7 +61,7 @@ export function removeGarbage(ctx: S3Context, garbage: DataRef[]): void {
  * sweep removes them (ADR 0009).
  */
 export function releaseUnapplied(ctx: S3Context, err: unknown, refs: DataRef[]): void {
-  if (notApplied(err)) ctx.deps.reclaimer.retire(refs);
+  if (notApplied(err)) releaseStored(ctx, refs);
 }
 
 /** Wraps `stream` so that `release` runs once it ends, fails or is cancelled. */
@@ -152,14 +153,13 @@ async function commitObject(
   condition?: WriteCondition,
 ): Promise<void> {
   try {
-    const result = await ctx.deps.log.propose({
+    await ctx.deps.log.propose({
       type: "PutObject",
       bucket: ctx.bucket,
       key: ctx.key,
       record,
       condition,
     });
-    removeGarbage(ctx, result.garbage);
   } catch (err) {
     releaseUnapplied(ctx, err, [ingested.data]);
     throw err;
@@ -183,7 +183,7 @@ async function storeInBucket(ctx: S3Context, store: () => Promise<Ingested>): Pr
   const [bucket, stored] = await Promise.allSettled([requireBucket(ctx), store()]);
   if (bucket.status === "rejected") {
     if (stored.status === "fulfilled") {
-      removeGarbage(ctx, [stored.value.data]);
+      releaseStored(ctx, [stored.value.data]);
       ctx.deps.data.settle(stored.value.data);
     }
     throw bucket.reason;
@@ -341,7 +341,7 @@ export function HeadObject(ctx: S3Context): Promise<Response> {
 export async function DeleteObject(ctx: S3Context): Promise<Response> {
   validateKey(ctx.key);
   const ifMatch = ctx.req.headers.get("if-match");
-  const result = await ctx.deps.log.propose({
+  await ctx.deps.log.propose({
     type: "DeleteObject",
     bucket: ctx.bucket,
     key: ctx.key,
@@ -349,7 +349,6 @@ export async function DeleteObject(ctx: S3Context): Promise<Response> {
       ? { condition: { ifMatch: ifMatch.trim() === "*" ? "*" : unquoteEtag(ifMatch) } }
       : {}),
   });
-  removeGarbage(ctx, result.garbage);
   return new Response(null, { status: 204 });
 }
 
@@ -391,10 +390,9 @@ export async function DeleteObjects(ctx: S3Context): Promise<Response> {
       });
     }
   }
-  const result = valid.length > 0
-    ? await ctx.deps.log.propose({ type: "DeleteObjects", bucket: ctx.bucket, keys: valid })
-    : { garbage: [] };
-  removeGarbage(ctx, result.garbage);
+  if (valid.length > 0) {
+    await ctx.deps.log.propose({ type: "DeleteObjects", bucket: ctx.bucket, keys: valid });
+  }
   return xmlResponse(renderXml("DeleteResult", {
     Deleted: quiet ? [] : valid.map((Key) => ({ Key })),
     Error: errors,
