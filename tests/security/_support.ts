@@ -871,3 +871,84 @@ export async function getObject(
 export function internalErrors(server: ServerProcess): string[] {
   return server.output.split("\n").filter((l) => /^(request \S+:|unhandled:)/.test(l));
 }
+
+/** What a slow connection saw: see {@link slowConnection}. */
+export interface SlowConnection {
+  /** The first complete final response, or null when the server sent none. */
+  reply: HttpReply | null;
+  /** Bytes written before the last piece went out or the server closed. */
+  sentBytes: number;
+  /** true when the server closed (EOF) or reset the connection. */
+  closed: boolean;
+  /** true when the server neither closed nor finished within `timeoutMs`: a hang. */
+  timedOut: boolean;
+}
+
+/**
+ * Opens a loopback connection and writes `pieces` one at a time with `gapMs` between them
+ * (none at all for an idle connection), reading all the while, until the server closes or
+ * resets the connection or `timeoutMs` passes. Unlike {@link exchange}, a response does not end
+ * it: the caller learns whether the server also closed the connection afterwards (a kept-alive
+ * connection with nothing more to say must be closed by the idle timeout).
+ */
+export async function slowConnection(
+  server: ServerProcess,
+  pieces: Uint8Array[],
+  opts: { gapMs: number; timeoutMs: number; head?: boolean },
+): Promise<SlowConnection> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  let done = false;
+  let sentBytes = 0;
+  const writing = (async () => {
+    try {
+      for (const piece of pieces) {
+        await new Promise((r) => setTimeout(r, opts.gapMs));
+        if (done) return;
+        let off = 0;
+        while (off < piece.length) off += await conn.write(piece.subarray(off));
+        sentBytes += piece.length;
+      }
+    } catch {
+      // the server closed or reset the connection: the reader sees it too
+    }
+  })();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), opts.timeoutMs);
+  });
+  const chunks: Uint8Array[] = [];
+  const buf = new Uint8Array(64 * 1024);
+  let closed = false;
+  let timedOut = false;
+  try {
+    for (;;) {
+      const r = await Promise.race([conn.read(buf).catch(() => null), timeout]);
+      if (r === "timeout") {
+        timedOut = true;
+        break;
+      }
+      if (r === null) {
+        closed = true;
+        break;
+      }
+      chunks.push(buf.slice(0, r));
+    }
+  } finally {
+    clearTimeout(timer);
+    done = true;
+    try {
+      conn.close();
+    } catch {
+      // already closed
+    }
+    await writing;
+  }
+  const raw = concat(chunks);
+  let reply: HttpReply | null = null;
+  try {
+    reply = raw.length > 0 ? parseResponse(raw, opts.head ?? false, true) : null;
+  } catch {
+    reply = null;
+  }
+  return { reply, sentBytes, closed, timedOut };
+}

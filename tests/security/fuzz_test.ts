@@ -8,10 +8,23 @@
  * signed right, by any of the six auth modes, so they get past auth into the handlers;
  * the rest are signed wrong or not at all.
  *
+ * Mixed in by the seed: idle and slow connections in the background (open and silent, a
+ * request head a byte every 100 ms, an unsigned PUT head then a trickled body, a signed
+ * keep-alive PUT trickled byte by byte) against a server started with
+ * `-header-timeout 1s -idle-timeout 1s`; each must be closed by the server (EOF or reset
+ * within 20 s; the trickled ones answered 403 or 200 first), and fuzz requests must keep being
+ * answered meanwhile. And oversized records, right-signed, in the bucket `fz-acked`: user
+ * metadata around 2 KB (`MetadataTooLarge`), stored headers up to the HTTP layer's 64 KiB
+ * head limit, keys of 1000 to 1100 bytes (`KeyTooLongError`), tags at and past 10 x 128/256,
+ * CORS documents of 60 to 300 KiB (`MaxMessageLengthExceeded`, also for rules that serialize
+ * past Deno KV's 64 KiB), CompleteMultipartUpload naming 1000 to 10001 parts, and DeleteObjects
+ * of 1000 to 1500 keys of 1024 bytes; each gets its expected status and code.
+ *
  * Asserted for every answer: no 5xx but 501 NotImplemented and 503 SlowDown; an error
  * body is well-formed S3 XML with a Code (and the RequestId of its header); an XML
  * success body is well-formed XML 1.0 (no character XML forbids, raw or referenced);
- * no request hangs. After the run: the process is alive,
+ * no request hangs. After the run: the process is alive, every object acknowledged in
+ * `fz-acked` (by oversized or slow PUTs) reads back with its bytes, metadata and tags,
  * an object and a multipart object written before the run (in a bucket no right-signed
  * write may name) read back byte-identical with their tags, the data dir holds no temp
  * file and no shard file beyond committed objects', and the server logged no internal error.
@@ -51,12 +64,14 @@ import {
   type ServerProcess,
   sha256,
   signHeaders,
+  slowConnection,
   startServer,
   utf8,
   type WireRequest,
   WRONG_SECRET,
   xmlProblem,
   xmlText,
+  xmlTexts,
 } from "./_support.ts";
 import { formatAmzDate, presignRequest } from "../../src/auth/sign.ts";
 
@@ -81,6 +96,16 @@ const CANARY_KEY = "canary.bin";
 const CANARY_MP_KEY = "canary-multipart.bin";
 const CANARY_BYTES = seededBytes(300_000, 1234);
 const CANARY_PARTS = [seededBytes(5 * 1024 * 1024, 55), seededBytes(70_000, 56)];
+/**
+ * The bucket of the oversized-record and slow-upload cases: only they write to it (a
+ * generated right-signed write naming it goes to MAIN instead), so what they saw
+ * acknowledged there must all read back after the run.
+ */
+const ACKED = "fz-acked";
+/** The fuzz server's `-header-timeout` and `-idle-timeout`: short, so slow connections end within the run. */
+const CONNECTION_TIMEOUT = "1s";
+/** How long a slow connection may stay open before it counts as never closed by the server. */
+const SLOW_HANG_MS = 20_000;
 
 /** A small seeded generator (mulberry32). */
 class Rng {
@@ -677,6 +702,9 @@ function generate(rng: Rng, world: World, server: ServerProcess): FuzzCase {
   if (valid && !READ_METHODS.has(method) && firstSegment(path) === CANARY) {
     path = path.replace(CANARY, MAIN);
   }
+  if (valid && !READ_METHODS.has(method) && firstSegment(path) === ACKED) {
+    path = path.replace(ACKED, MAIN);
+  }
   const req: S3Request = { method, path, query, headers, body };
   let wire: WireRequest;
   let signable = true;
@@ -862,6 +890,456 @@ function learn(world: World, c: FuzzCase, r: HttpReply | null): void {
   }
 }
 
+/** What an oversized or slow case expects: one of these statuses, and with a 4xx this Code. */
+interface Expect {
+  statuses: number[];
+  code?: string;
+}
+
+/** An object the server acknowledged in {@link ACKED}: what it must read back as. */
+interface AckedObject {
+  sha: string;
+  meta: Record<string, string>;
+  /** `<Key>k</Key><Value>v</Value>` per tag, in order, when tags were set. */
+  tags?: string[];
+}
+
+/** Sends one right-signed request to {@link ACKED} or another bucket and reports back. */
+type Probe = (
+  what: string,
+  req: S3Request,
+  expect: Expect,
+) => Promise<HttpReply | null>;
+
+/** `n` lowercase letters and digits from the run's generator (a header or tag name). */
+function word(rng: Rng, n: number): string {
+  return rng.str(n, "abcdefghijklmnopqrstuvwxyz0123456789");
+}
+
+/** User metadata of exactly `totalBytes` (names plus values, as AWS counts) over `count` headers. */
+function userMeta(rng: Rng, totalBytes: number, count: number): Record<string, string> {
+  const h: Record<string, string> = {};
+  const per = Math.floor(totalBytes / count);
+  let left = totalBytes;
+  for (let i = 0; i < count; i++) {
+    const name = `${i.toString(36)}${word(rng, Math.min(8, per - 4))}`.slice(0, per - 1);
+    const size = i === count - 1 ? left : per;
+    h[`x-amz-meta-${name}`] = "v".repeat(size - name.length);
+    left -= size;
+  }
+  return h;
+}
+
+/** Stored object headers (content-type and the like) of about `totalBytes` in all. */
+function bigObjectHeaders(rng: Rng, totalBytes: number): Record<string, string> {
+  const names = ["content-disposition", "cache-control", "content-language", "content-type"];
+  const h: Record<string, string> = {};
+  for (const name of names) {
+    h[name] = `${name === "content-type" ? "text/x-" : "x"}${
+      word(rng, Math.floor(totalBytes / names.length))
+    }`;
+  }
+  return h;
+}
+
+/** A key of exactly `sizeBytes` UTF-8 bytes (some of them two-byte characters), unique by `n`. */
+function keyOfBytes(rng: Rng, sizeBytes: number, prefix: string): string {
+  let key = prefix;
+  let n = utf8.encode(prefix).length;
+  while (n + 2 <= sizeBytes) {
+    const two = rng.chance(0.2);
+    key += two ? "é" : word(rng, 1);
+    n += two ? 2 : 1;
+  }
+  return n < sizeBytes ? `${key}k` : key;
+}
+
+/** Tags as an XML document and as the `<Key>..</Key><Value>..</Value>` the read-back shows. */
+function tagSet(rng: Rng, count: number, keyChars: number, valueChars: number): {
+  xml: string;
+  header: string;
+  shown: string[];
+} {
+  const tags = Array.from({ length: count }, (_, i) => [
+    `${i}${word(rng, keyChars - String(i).length)}`,
+    word(rng, valueChars),
+  ]);
+  return {
+    xml: `<Tagging><TagSet>${
+      tags.map(([k, v]) => `<Tag><Key>${k}</Key><Value>${v}</Value></Tag>`).join("")
+    }</TagSet></Tagging>`,
+    header: tags.map(([k, v]) => `${k}=${v}`).join("&"),
+    shown: tags.map(([k, v]) => `<Key>${k}</Key><Value>${v}</Value>`),
+  };
+}
+
+/**
+ * A CORS configuration of about `sizeBytes` bytes in at most 100 rules. With `wide`, 100
+ * rules each have a 255-character ID beyond Latin-1, so the stored rules (UTF-16 in V8's
+ * serialization, which Deno KV counts) are larger than the document: past 64 KiB from a
+ * document under AWS's 64 KB cap.
+ */
+function corsOfBytes(rng: Rng, sizeBytes: number, wide: boolean): string {
+  const rules = wide ? 100 : 1 + rng.int(100);
+  const origin = () => `https://${word(rng, 20)}.example`;
+  const id = () => wide ? `<ID>${word(rng, 254)}\u20ac</ID>` : "";
+  const perRule = Math.floor(sizeBytes / rules);
+  const fixed =
+    utf8.encode(`<CORSRule>${id()}<AllowedMethod>GET</AllowedMethod></CORSRule>`).length;
+  const origins = Math.max(1, Math.floor((perRule - fixed) / 52));
+  let doc = "<CORSConfiguration>";
+  for (let r = 0; r < rules; r++) {
+    doc += `<CORSRule>${id()}<AllowedMethod>GET</AllowedMethod>`;
+    for (let o = 0; o < origins; o++) doc += `<AllowedOrigin>${origin()}</AllowedOrigin>`;
+    doc += "</CORSRule>";
+  }
+  doc += "</CORSConfiguration>";
+  // Pad to the asked size with whitespace, which XML ignores.
+  const short = sizeBytes - utf8.encode(doc).length;
+  return short > 0 ? doc.replace("<CORSRule>", `<CORSRule>${" ".repeat(short)}`) : doc;
+}
+
+/**
+ * One oversized-record case, chosen by `rng`: metadata records at and across AWS's limits
+ * (2 KB of user metadata, 1024-byte keys, 10 tags of 128/256 characters, 64 KB CORS
+ * documents, 1000 keys a DeleteObjects, 10000 parts) and Deno KV's 64 KiB value limit
+ * (stored headers of 20 to 70 KB; the HTTP layer refuses a request head over 64 KiB with a
+ * bare 400, and CORS rules that serialize larger than their document). What is acknowledged in {@link ACKED} joins `acked`.
+ * Returns how many requests it sent.
+ */
+async function oversized(
+  rng: Rng,
+  n: number,
+  probe: Probe,
+  acked: Map<string, AckedObject>,
+): Promise<number> {
+  const kind = rng.weighted<string>([
+    [3, "user-meta"],
+    [3, "object-headers"],
+    [3, "long-key"],
+    [2, "tagging"],
+    [2, "cors"],
+    [2, "multipart"],
+    [1, "delete"],
+  ]);
+  const body = rng.bytes(1 + rng.int(200));
+  const put = async (
+    key: string,
+    headers: Record<string, string>,
+    what: string,
+    ok: boolean,
+    code: string,
+    tags?: string[],
+  ) => {
+    const r = await probe(`${what}: PutObject ${ACKED}/${key.slice(0, 40)}...`, {
+      method: "PUT",
+      path: objectPath(ACKED, key),
+      headers,
+      body,
+    }, ok ? { statuses: [200] } : { statuses: [400], code });
+    if (r?.status === 200) {
+      const meta: Record<string, string> = {};
+      for (const [k, v] of Object.entries(headers)) if (k.startsWith("x-amz-meta-")) meta[k] = v;
+      acked.set(key, { sha: sha256(body), meta, tags });
+    }
+  };
+  switch (kind) {
+    case "user-meta": {
+      const total = rng.pick([1500, 2047, 2048, 2049, 3000, 8000]);
+      const count = rng.pick([1, 2, 10, 40]);
+      await put(
+        `meta-${n}`,
+        userMeta(rng, total, count),
+        `${total} bytes of user metadata in ${count} headers`,
+        total <= 2048,
+        "MetadataTooLarge",
+      );
+      return 1;
+    }
+    case "object-headers": {
+      // The object record carries these headers: past 64 KiB Deno KV would refuse the commit.
+      const total = rng.pick([20_000, 56_000, 60_000, 62_000, 70_000]);
+      const headers = { ...bigObjectHeaders(rng, total), ...userMeta(rng, 2048, 8) };
+      const key = `headers-${n}`;
+      const r = await probe(`${total} bytes of stored headers: PutObject ${ACKED}/${key}`, {
+        method: "PUT",
+        path: objectPath(ACKED, key),
+        headers,
+        body,
+      }, { statuses: total > 65_536 ? [400] : [200, 400], code: "MetadataTooLarge" });
+      if (r?.status === 200) {
+        const meta = Object.fromEntries(
+          Object.entries(headers).filter(([k]) => k.startsWith("x-amz-meta-")),
+        );
+        acked.set(key, { sha: sha256(body), meta });
+      }
+      return 1;
+    }
+    case "long-key": {
+      const sizeBytes = rng.pick([1000, 1023, 1024, 1025, 1100]);
+      const key = keyOfBytes(rng, sizeBytes, `big-${n}-`);
+      // At the key limit, with metadata and tags at theirs too: the largest object record.
+      const tags = rng.chance(0.5) ? tagSet(rng, 10, 128, 256) : undefined;
+      const headers = {
+        ...userMeta(rng, 2048, 4),
+        ...(tags ? { "x-amz-tagging": tags.header } : {}),
+      };
+      await put(
+        key,
+        headers,
+        `a ${sizeBytes}-byte key`,
+        sizeBytes <= 1024,
+        "KeyTooLongError",
+        tags?.shown,
+      );
+      return 1;
+    }
+    case "tagging": {
+      const count = rng.pick([10, 10, 11]);
+      const keyChars = rng.pick([128, 128, 129]);
+      const valueChars = rng.pick([256, 256, 257]);
+      const tags = tagSet(rng, count, keyChars, valueChars);
+      const ok = count <= 10 && keyChars <= 128 && valueChars <= 256;
+      const expect: Expect = ok
+        ? { statuses: [200] }
+        : { statuses: [400], code: count > 10 ? "BadRequest" : "InvalidTag" };
+      const known = [...acked.keys()];
+      if (known.length === 0 || rng.chance(0.3)) {
+        const key = `tagged-${n}`;
+        await put(
+          key,
+          { "x-amz-tagging": tags.header },
+          `${count} tags (${keyChars}/${valueChars} chars) in x-amz-tagging`,
+          ok,
+          expect.code ?? "",
+          tags.shown,
+        );
+        return 1;
+      }
+      const key = rng.pick(known);
+      const r = await probe(`${count} tags (${keyChars}/${valueChars} chars): PutObjectTagging`, {
+        method: "PUT",
+        path: objectPath(ACKED, key),
+        query: "tagging=",
+        body: tags.xml,
+      }, expect);
+      if (r?.status === 200) acked.get(key)!.tags = tags.shown;
+      return 1;
+    }
+    case "cors": {
+      const sizeBytes = rng.pick([60 * 1024, 64 * 1024, 64 * 1024 + 1, 100 * 1024, 300 * 1024]);
+      const wide = rng.chance(0.5);
+      const doc = corsOfBytes(rng, sizeBytes, wide);
+      const docBytes = utf8.encode(doc).length;
+      await probe(
+        `a ${docBytes}-byte CORS configuration${wide ? " with 100 non-Latin-1 rule IDs" : ""}`,
+        {
+          method: "PUT",
+          path: `/${ACKED}`,
+          query: "cors=",
+          headers: { "content-md5": md5Base64(doc) },
+          body: doc,
+        },
+        {
+          // Under the cap, stored rules past Deno KV's 64 KiB are refused too, never a 500.
+          statuses: docBytes > 64 * 1024 ? [400] : wide ? [200, 400] : [200],
+          code: "MaxMessageLengthExceeded",
+        },
+      );
+      return 1;
+    }
+    case "multipart": {
+      const key = `multipart-${n}`;
+      const metaBytes = rng.pick([2048, 2049]);
+      const headerBytes = rng.pick([0, 30_000, 70_000]);
+      const headers = {
+        ...userMeta(rng, metaBytes, 3),
+        ...(headerBytes ? bigObjectHeaders(rng, headerBytes) : {}),
+      };
+      const created = await probe(
+        `CreateMultipartUpload with ${metaBytes} bytes of user metadata, ${headerBytes} of headers`,
+        {
+          method: "POST",
+          path: objectPath(ACKED, key),
+          query: "uploads=",
+          headers,
+        },
+        metaBytes > 2048 || headerBytes > 65_536
+          ? { statuses: [400], code: "MetadataTooLarge" }
+          : { statuses: [200] },
+      );
+      const uploadId = created?.status === 200 ? xmlText(created.text, "UploadId") : undefined;
+      if (!uploadId) return 1;
+      const part = await probe("UploadPart 1", {
+        method: "PUT",
+        path: objectPath(ACKED, key),
+        query: `partNumber=1&uploadId=${uploadId}`,
+        body,
+      }, { statuses: [200] });
+      const etag = part?.headers.get("etag");
+      if (!etag) return 2;
+      const parts = rng.pick([1000, 10_000, 10_001]);
+      const many =
+        `<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>${etag}</ETag></Part>${
+          Array.from({ length: parts - 1 }, (_, i) =>
+            `<Part><PartNumber>${i + 2}</PartNumber><ETag>"${md5Base64(String(i))}"</ETag></Part>`)
+            .join("")
+        }</CompleteMultipartUpload>`;
+      // Parts that were never uploaded (or more than 10000): refused, and the upload stays.
+      await probe(`CompleteMultipartUpload naming ${parts} parts`, {
+        method: "POST",
+        path: objectPath(ACKED, key),
+        query: `uploadId=${uploadId}`,
+        body: many,
+      }, { statuses: [400] });
+      const done = await probe("CompleteMultipartUpload of the one part", {
+        method: "POST",
+        path: objectPath(ACKED, key),
+        query: `uploadId=${uploadId}`,
+        body:
+          `<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>${etag}</ETag></Part></CompleteMultipartUpload>`,
+      }, { statuses: [200] });
+      if (done?.status === 200) {
+        const meta = Object.fromEntries(
+          Object.entries(headers).filter(([k]) => k.startsWith("x-amz-meta-")),
+        );
+        acked.set(key, { sha: sha256(body), meta });
+      }
+      return 4;
+    }
+    default: {
+      // 1000 keys is AWS's most a DeleteObjects; these keys are never written, so nothing acked goes.
+      const count = rng.pick([1000, 1001, 1500]);
+      const doc = `<Delete><Quiet>true</Quiet>${
+        Array.from({ length: count }, (_, i) =>
+          `<Object><Key>${keyOfBytes(rng, 1024, `gone/${i}-`)}</Key></Object>`).join("")
+      }</Delete>`;
+      await probe(`DeleteObjects of ${count} 1024-byte keys (${doc.length} bytes)`, {
+        method: "POST",
+        path: `/${ACKED}`,
+        query: "delete=",
+        headers: { "content-md5": md5Base64(doc) },
+        body: doc,
+      }, count > 1000 ? { statuses: [400], code: "MalformedXML" } : { statuses: [200] });
+      return 1;
+    }
+  }
+}
+
+/** What a slow connection does. */
+const SLOW_KINDS = ["idle", "slowloris", "trickle-refused", "trickle-acked"] as const;
+type SlowKind = typeof SLOW_KINDS[number];
+
+/**
+ * One idle or slow connection, chosen by `rng`, run in the background of the fuzz traffic:
+ * open and send nothing; send a request head a byte every 100 ms that never ends; send an
+ * unsigned PUT head then trickle its body (refused: the error, then the close); or send a
+ * signed keep-alive PUT head then trickle its body for longer than the header timeout (the
+ * upload is acknowledged and joins `acked`, then the idle connection is closed). Returns a
+ * failure description, or null: the server must close every one of them.
+ */
+async function slowCase(
+  rng: Rng,
+  kind: SlowKind,
+  n: number,
+  server: ServerProcess,
+  acked: Map<string, AckedObject>,
+): Promise<{ kind: SlowKind; failure: string | null }> {
+  const bytes = (s: string) => [...utf8.encode(s)].map((b) => Uint8Array.of(b));
+  const key = `slow-${n}`;
+  const body = rng.bytes(15 + rng.int(20));
+  let pieces: Uint8Array[] = [];
+  let expectStatus: number | undefined;
+  switch (kind) {
+    case "idle":
+      break;
+    case "slowloris": {
+      const head = `PUT ${objectPath(MAIN, key)} HTTP/1.1\r\nhost: ${server.host}\r\n` +
+        `x-amz-meta-slow: ${"s".repeat(400)}`;
+      pieces = bytes(head);
+      break;
+    }
+    case "trickle-refused": {
+      // No signature: AccessDenied before the body is read, then the connection closes.
+      const { head } = encodeRequest(server, {
+        method: "PUT",
+        path: objectPath(MAIN, key),
+        headers: [["connection", "keep-alive"]],
+        contentLength: 1000,
+      });
+      pieces = [head, ...Array.from({ length: 1000 }, () => rng.bytes(1))];
+      expectStatus = 403;
+      break;
+    }
+    case "trickle-acked": {
+      const req: S3Request = { method: "PUT", path: objectPath(ACKED, key), body };
+      const { headers } = signHeaders(server, req);
+      headers.set("connection", "keep-alive");
+      const { head } = encodeRequest(server, { ...req, headers });
+      pieces = [head, ...[...body].map((b) => Uint8Array.of(b))];
+      expectStatus = 200;
+      break;
+    }
+  }
+  const seen = await slowConnection(server, pieces, { gapMs: 100, timeoutMs: SLOW_HANG_MS });
+  const what = `slow connection #${n} (${kind}, ${seen.sentBytes} of ${
+    pieces.reduce((s, p) => s + p.length, 0)
+  } bytes sent)`;
+  if (kind === "trickle-acked" && seen.reply?.status === 200) {
+    acked.set(key, { sha: sha256(body), meta: {} });
+  }
+  if (seen.timedOut) {
+    return {
+      kind,
+      failure:
+        `${what}: still open after ${SLOW_HANG_MS} ms (-header-timeout/-idle-timeout ${CONNECTION_TIMEOUT})`,
+    };
+  }
+  if (expectStatus !== undefined && seen.reply?.status !== expectStatus) {
+    return {
+      kind,
+      failure: `${what}: want ${expectStatus}, got ${
+        seen.reply ? `${seen.reply.status} ${seen.reply.text.slice(0, 300)}` : "no answer"
+      }`,
+    };
+  }
+  if (expectStatus === undefined && seen.reply !== null) {
+    return { kind, failure: `${what}: an answer to an unfinished head: ${seen.reply.status}` };
+  }
+  if (seen.reply && seen.reply.status >= 400) {
+    try {
+      errorCodeOf(seen.reply);
+    } catch (err) {
+      return {
+        kind,
+        failure: `${what}: error body is not S3 error XML: ${(err as Error).message}`,
+      };
+    }
+  }
+  return { kind, failure: null };
+}
+
+/** Reads back every object acknowledged in {@link ACKED}: bytes, user metadata, tags. */
+async function checkAcked(server: ServerProcess, acked: Map<string, AckedObject>): Promise<void> {
+  for (const [key, want] of acked) {
+    const name = `acknowledged ${ACKED}/${key.slice(0, 60)}${key.length > 60 ? "..." : ""}`;
+    const got = await s3(server, { method: "GET", path: objectPath(ACKED, key) });
+    assert.equal(got.status, 200, `${name} is gone: ${got.text.slice(0, 300)}`);
+    assert.equal(sha256(got.body), want.sha, `${name}: its bytes changed`);
+    for (const [k, v] of Object.entries(want.meta)) {
+      assert.equal(got.headers.get(k), v, `${name}: its ${k} changed`);
+    }
+    if (want.tags) {
+      const tags = await s3(server, {
+        method: "GET",
+        path: objectPath(ACKED, key),
+        query: "tagging=",
+      });
+      assert.deepEqual(xmlTexts(tags.text, "Tag"), want.tags, `${name}: its tags changed`);
+    }
+  }
+}
+
 async function setupCanary(server: ServerProcess): Promise<void> {
   await createBucket(server, CANARY);
   await putObject(server, CANARY, CANARY_KEY, CANARY_BYTES, {
@@ -931,10 +1409,14 @@ Deno.test(`request fuzzer: no 5xx, S3 error XML, no crash, the canary intact (se
   console.log(
     `fuzz seed=${SEED}, up to ${MAX_REQUESTS} requests or ${MAX_MS} ms, ${CONCURRENCY} at a time; replay: ${REPLAY}`,
   );
-  const server = await startServer();
+  const server = await startServer({
+    args: ["-header-timeout", CONNECTION_TIMEOUT, "-idle-timeout", CONNECTION_TIMEOUT],
+  });
+  const acked = new Map<string, AckedObject>();
   try {
     await createBucket(server, MAIN);
     await createBucket(server, OTHER);
+    await createBucket(server, ACKED);
     await setupCanary(server);
     await putObject(server, MAIN, "k", "k");
     const world: World = { keys: ["k", "a/b/c", "x"], uploads: [], etags: [] };
@@ -947,18 +1429,58 @@ Deno.test(`request fuzzer: no 5xx, S3 error XML, no crash, the canary intact (se
       let sent = 0;
       let leaked = 0;
       let checkpoint = 0;
-      /** Shard or temp files beyond what the committed state needs, once garbage has gone. */
+      /**
+       * Shard or temp files beyond what the committed state needs, once garbage has gone; a
+       * slow upload still trickling may hold one (the check after the run has none in flight).
+       */
       const excessFiles = async (): Promise<number> => {
         let excess = 0;
         for (let i = 0; i < 30; i++) {
           const files = await dataFiles(server.dataDir);
-          excess = files.shards.length + files.tmp.length - await expectedShardCount(server);
+          excess = files.shards.length + files.tmp.length - await expectedShardCount(server) -
+            uploading.size;
           if (excess <= leaked) return excess;
           await new Promise((r) => setTimeout(r, 100));
         }
         return excess;
       };
       let stop = false;
+      /** Slow connections in the background, those trickling an upload, and how many are open. */
+      const slow: Promise<{ kind: SlowKind; failure: string | null }>[] = [];
+      const uploading = new Set<Promise<unknown>>();
+      let slowOpen = 0;
+      /** Answers to the fuzz traffic that came while a slow connection was open. */
+      let answeredWhileSlow = 0;
+      let oversizedMs = 0;
+      /** Sends one right-signed oversized request, judges it and checks `expect`. */
+      const probe: Probe = async (what, req, expect) => {
+        const { headers } = signHeaders(server, req);
+        const wire: WireRequest = { ...req, headers };
+        const c: FuzzCase = { wire, rawJunk: false, valid: true, describe: what };
+        const ex = await exchange(server, Object.values(encodeRequest(server, wire)), {
+          head: req.method === "HEAD",
+          timeoutMs: 15_000,
+        });
+        const code = ex.reply && ex.reply.status >= 400 ? xmlText(ex.reply.text, "Code") : "";
+        const tag = ex.reply ? `${ex.reply.status} ${code ?? ""}`.trim() : "no answer";
+        statuses.set(`oversized ${tag}`, (statuses.get(`oversized ${tag}`) ?? 0) + 1);
+        if (VERBOSE) console.log(`oversized ${tag}: ${what}`);
+        let failure = judge(c, ex);
+        if (failure === null && !expect.statuses.includes(ex.reply?.status ?? 0)) {
+          failure = `want status ${expect.statuses.join(" or ")}, got ${tag}`;
+        }
+        if (
+          failure === null && ex.reply!.status >= 400 && expect.code !== undefined &&
+          code !== expect.code && ex.reply!.headers.has("x-amz-request-id")
+        ) {
+          failure = `want ${expect.code}, got ${tag}`;
+        }
+        if (failure) {
+          failures.push(`#${sent} (oversized): ${failure}\n    request: ${what}`);
+          if (failures.length >= MAX_FAILURES) stop = true;
+        }
+        return ex.reply;
+      };
       /** Sends one generated request and judges its answer. */
       const runOne = async (c: FuzzCase, index: number): Promise<void> => {
         const { head, body } = encodeRequest(server, c.wire);
@@ -976,6 +1498,7 @@ Deno.test(`request fuzzer: no 5xx, S3 error XML, no crash, the canary intact (se
           ? "hang"
           : "closed";
         statuses.set(tag, (statuses.get(tag) ?? 0) + 1);
+        if (slowOpen > 0 && ex.reply !== null) answeredWhileSlow++;
         if (VERBOSE) console.log(`#${index} ${tag}: ${c.describe}`);
         const failure = judge(c, ex);
         if (failure) {
@@ -1008,6 +1531,22 @@ Deno.test(`request fuzzer: no 5xx, S3 error XML, no crash, the canary intact (se
           // Buckets the fuzzer deleted come back, so requests keep reaching the handlers.
           for (const b of [MAIN, OTHER]) await s3(server, { method: "PUT", path: `/${b}` });
         }
+        if (rng.chance(0.01)) {
+          slowOpen++;
+          const kind = rng.pick(SLOW_KINDS);
+          const one = slowCase(rng, kind, slow.length, server, acked).finally(() => slowOpen--);
+          slow.push(one);
+          if (kind === "trickle-acked") {
+            uploading.add(one);
+            one.finally(() => uploading.delete(one));
+          }
+        }
+        if (rng.chance(0.012)) {
+          const t0 = Date.now();
+          sent += await oversized(rng, sent, probe, acked);
+          oversizedMs += Date.now() - t0;
+          continue;
+        }
         const batch: Promise<void>[] = [];
         for (let j = 0; j < CONCURRENCY && sent < MAX_REQUESTS; j++, sent++) {
           batch.push(runOne(generate(rng, world, server), sent));
@@ -1025,6 +1564,12 @@ Deno.test(`request fuzzer: no 5xx, S3 error XML, no crash, the canary intact (se
           break;
         }
       }
+      for (const { failure } of await Promise.all(slow)) if (failure) failures.push(failure);
+      if (slow.length > 0 && answeredWhileSlow === 0) {
+        failures.push(
+          `${slow.length} slow connection(s) were open, and no fuzz request was answered meanwhile`,
+        );
+      }
       const excess = await excessFiles();
       if (excess > leaked) {
         failures.push(
@@ -1035,6 +1580,12 @@ Deno.test(`request fuzzer: no 5xx, S3 error XML, no crash, the canary intact (se
       }
       const elapsedMs = Date.now() - started;
       console.log(`fuzz seed=${SEED}: ${sent} requests in ${elapsedMs} ms`);
+      const kinds = new Map<string, number>();
+      for (const { kind } of await Promise.all(slow)) kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+      console.log(
+        `  slow connections: ${[...kinds].map(([k, v]) => `${k} x${v}`).join(", ") || "none"}, ` +
+          `${answeredWhileSlow} fuzz answers while one was open; oversized cases ${oversizedMs} ms; ${acked.size} objects acknowledged in ${ACKED}`,
+      );
       console.log(
         `  answers: ${
           [...statuses].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} x${v}`).join(", ")
@@ -1049,10 +1600,11 @@ Deno.test(`request fuzzer: no 5xx, S3 error XML, no crash, the canary intact (se
     });
 
     await t.step(
-      "after the run: alive, the canary byte-identical, the store clean, no internal error logged",
+      "after the run: alive, the canary and every acknowledged object byte-identical, the store clean, no internal error logged",
       async () => {
         await assertServing(server);
         await checkCanary(server);
+        await checkAcked(server, acked);
         await assertStoreClean(server, `after the fuzz run (seed=${SEED}; replay: ${REPLAY})`);
         assert.deepEqual(
           internalErrors(server),
