@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { dumpReplicatedState as dump } from "../meta/_testing.ts";
 import { systemClock, systemRng } from "../io/deno/clock.ts";
 import { DenoDisk } from "../io/deno/disk.ts";
 import { openDenoKv } from "../io/deno/kv.ts";
@@ -107,16 +108,6 @@ async function withCluster(
     }
     await Deno.remove(root, { recursive: true });
   }
-}
-
-/** Every KV entry but the group-commit sequence number (local to one replica). */
-async function dump(kv: MetaKv): Promise<string> {
-  const out: unknown[] = [];
-  for await (const e of kv.list({ prefix: [] })) {
-    if (e.key[0] === "sys" && e.key[1] === "flush") continue;
-    out.push([e.key, e.value]);
-  }
-  return JSON.stringify(out);
 }
 
 let nextId = 0;

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { dumpReplicatedState as dump } from "./_testing.ts";
 import { openDenoKv } from "../io/deno/kv.ts";
 import type { MetaKv } from "../io/mod.ts";
 import {
@@ -23,16 +24,6 @@ async function withKv(fn: (kv: MetaKv, dir: string) => Promise<void>): Promise<v
     kv.close();
     await Deno.remove(dir, { recursive: true });
   }
-}
-
-/** Every KV entry but the group-commit sequence number (local bookkeeping of one replica). */
-async function dump(kv: MetaKv): Promise<string> {
-  const out: unknown[] = [];
-  for await (const e of kv.list({ prefix: [] })) {
-    if (e.key[0] === "sys" && e.key[1] === "flush") continue;
-    out.push([e.key, e.value]);
-  }
-  return JSON.stringify(out);
 }
 
 let nextId = 0;
