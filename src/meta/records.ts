@@ -62,6 +62,8 @@ export interface DataRef {
   sizeBytes: number;
   /** Set when the bytes are packed into a segment file: which one, and where the record starts. */
   segment?: SegmentLocation;
+  /** On a cluster: the member holding the bytes. Absent: the founding node (or `serve`'s own). */
+  node?: string;
 }
 
 /** A record's place in a segment file. */
