@@ -10,6 +10,8 @@
 import { parseArgs } from "node:util";
 import { DenoDisk, openDenoKv, systemClock, systemRng } from "./src/io/deno/mod.ts";
 import { workerHashPool } from "./src/io/deno/hash_worker.ts";
+import { listenS3 } from "./src/io/deno/listener.ts";
+import { raiseFdLimit } from "./src/io/deno/fdlimit.ts";
 import { LocalDataPath } from "./src/data/local.ts";
 import { compactSegments } from "./src/data/compactor.ts";
 import { Reclaimer } from "./src/data/reclaim.ts";
@@ -21,6 +23,10 @@ import denoJson from "./deno.json" with { type: "json" };
 const VERSION = denoJson.version;
 /** How long SIGINT / SIGTERM wait for in-flight requests before exiting. */
 const SHUTDOWN_GRACE_MS = 10_000;
+/** The default -max-connections, lowered to the descriptor limit less {@link FD_RESERVE}. */
+const DEFAULT_MAX_CONNECTIONS = 4096;
+/** Descriptors kept for everything but connections: KV, data files, workers, the listener. */
+const FD_RESERVE = 256;
 
 const USAGE = `hamster: a self-hosted, S3-compatible object store
 
@@ -44,6 +50,16 @@ Flags:
   -compaction-interval DURATION
                   how often small-object segments are checked for
                   compaction: 500ms, 30s, 5m (default 30s)
+  -max-connections N
+                  S3 connections open at once; more are accepted and closed
+                  at once, and logged (default 4096, or the descriptor limit
+                  less 256 when that is lower)
+  -header-timeout DURATION
+                  a new connection must send a whole request head within
+                  this, or it is closed (default 10s)
+  -idle-timeout DURATION
+                  a connection with no request in flight for this long is
+                  closed (default 30s)
 
 Credentials: HAMSTER_ACCESS_KEY_ID and HAMSTER_SECRET_ACCESS_KEY. With neither
 set, a key pair is generated on first start, stored in DIR/credentials.json
@@ -71,6 +87,9 @@ function parseServeArgs(args: string[]) {
         "tls-cert": { type: "string" },
         "tls-key": { type: "string" },
         "compaction-interval": { type: "string", default: "30s" },
+        "max-connections": { type: "string" },
+        "header-timeout": { type: "string", default: "10s" },
+        "idle-timeout": { type: "string", default: "30s" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -91,14 +110,17 @@ function parseServeArgs(args: string[]) {
   if ((v["tls-cert"] === undefined) !== (v["tls-key"] === undefined)) {
     throw new UsageError("Give both -tls-cert and -tls-key, or neither");
   }
-  const interval = /^(\d+)(ms|s|m)$/.exec(v["compaction-interval"]!);
-  const compactionIntervalMs = interval
-    ? Number(interval[1]) * { ms: 1, s: 1000, m: 60_000 }[interval[2] as "ms" | "s" | "m"]
-    : NaN;
-  if (!(compactionIntervalMs > 0 && compactionIntervalMs <= 2 ** 31 - 1)) {
-    throw new UsageError(
-      `Bad -compaction-interval "${v["compaction-interval"]}": want a duration such as 30s`,
-    );
+  const compactionIntervalMs = parseDuration("compaction-interval", v["compaction-interval"]!);
+  const headerTimeoutMs = parseDuration("header-timeout", v["header-timeout"]!);
+  const idleTimeoutMs = parseDuration("idle-timeout", v["idle-timeout"]!);
+  let maxConnections: number | undefined;
+  if (v["max-connections"] !== undefined) {
+    maxConnections = Number(v["max-connections"]);
+    if (!/^\d+$/.test(v["max-connections"]) || maxConnections < 1 || maxConnections > 1e7) {
+      throw new UsageError(
+        `Bad -max-connections "${v["max-connections"]}": want a whole number from 1`,
+      );
+    }
   }
   return {
     tlsCertFile: v["tls-cert"],
@@ -110,7 +132,20 @@ function parseServeArgs(args: string[]) {
     domain: v.domain,
     region: v.region!,
     compactionIntervalMs,
+    headerTimeoutMs,
+    idleTimeoutMs,
+    maxConnections,
   };
+}
+
+/** Parses a duration flag (`500ms`, `30s`, `5m`) into ms. */
+function parseDuration(flag: string, text: string): number {
+  const m = /^(\d+)(ms|s|m)$/.exec(text);
+  const ms = m ? Number(m[1]) * { ms: 1, s: 1000, m: 60_000 }[m[2] as "ms" | "s" | "m"] : NaN;
+  if (!(ms > 0 && ms <= 2 ** 31 - 1)) {
+    throw new UsageError(`Bad -${flag} "${text}": want a duration such as 30s`);
+  }
+  return ms;
 }
 
 interface Credentials {
@@ -179,6 +214,18 @@ async function serve(args: string[]): Promise<void> {
       throw new UsageError(`Cannot read the TLS certificate or key: ${(err as Error).message}`);
     }
   }
+  // Every connection costs a descriptor: take all the hard limit allows (Deno does already).
+  const fd = await raiseFdLimit();
+  if (fd.problem) console.error(`hamster: cannot raise the open-file limit: ${fd.problem}`);
+  const fdSoft = fd.after?.soft ?? Infinity;
+  const maxConnections = opts.maxConnections ??
+    Math.max(1, Math.min(DEFAULT_MAX_CONNECTIONS, fdSoft - FD_RESERVE));
+  if (maxConnections > fdSoft - FD_RESERVE) {
+    console.error(
+      `hamster: -max-connections ${maxConnections} is over the open-file limit ${fdSoft} ` +
+        `less ${FD_RESERVE}; past it new connections wait until descriptors free up`,
+    );
+  }
   await Deno.mkdir(opts.dataDir, { recursive: true });
   const lock = await lockDataDir(opts.dataDir);
   const creds = await loadCredentials(opts.dataDir);
@@ -222,20 +269,25 @@ async function serve(args: string[]): Promise<void> {
     reclaimer,
     logError,
   });
-  const server = Deno.serve({
+  const listener = listenS3({
     hostname: opts.hostname,
     port: opts.port,
-    ...(tls ?? {}),
-    onListen: ({ hostname, port }) => {
-      const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-      const scheme = tls ? "https" : "http";
-      console.log(`hamster ${VERSION}: S3 on ${scheme}://${host}:${port}, data in ${opts.dataDir}`);
-    },
+    tls,
+    maxConnections,
+    headerTimeoutMs: opts.headerTimeoutMs,
+    idleTimeoutMs: opts.idleTimeoutMs,
+    log: (line) => console.error(line),
     onError: (err) => {
       console.error("unhandled:", err);
       return new Response("Internal error", { status: 500 });
     },
   }, app.fetch);
+  {
+    const { hostname, port } = listener.addr;
+    const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+    const scheme = tls ? "https" : "http";
+    console.log(`hamster ${VERSION}: S3 on ${scheme}://${host}:${port}, data in ${opts.dataDir}`);
+  }
   let stopping = false;
   const stop = async () => {
     if (stopping) return;
@@ -243,7 +295,7 @@ async function serve(args: string[]): Promise<void> {
     console.log("hamster: shutting down");
     // In-flight requests get SHUTDOWN_GRACE_MS to finish; a stalled client must not hold the exit.
     // Writes cut off here were never committed: the startup sweep removes what they left.
-    await Promise.race([server.shutdown(), new Promise((r) => setTimeout(r, SHUTDOWN_GRACE_MS))]);
+    await Promise.race([listener.shutdown(), new Promise((r) => setTimeout(r, SHUTDOWN_GRACE_MS))]);
     clearInterval(compactionTimer);
     hashPool.close();
     kv.close();
@@ -252,7 +304,7 @@ async function serve(args: string[]): Promise<void> {
   };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
-  await server.finished;
+  await listener.finished;
 }
 
 /** The git commit of the source tree this runs from, or "unknown" (a compiled binary, no git). */

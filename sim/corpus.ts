@@ -111,6 +111,12 @@ export const ENGINE_BUG_SEEDS: readonly {
     options: { readRaces: true },
     found: "Torn read: as seed 111, with a one-part upload (57979 B answered as 0 B)",
   },
+  {
+    seed: 2391355646,
+    options: { commitFaults: true },
+    found: "Harness: an UploadPart answered 500 (may have applied) left the part's earlier " +
+      "answered upload as the one to complete with, so CompleteMultipartUpload got InvalidPart",
+  },
 ];
 
 /** The engine corpus: fixed engine bug seeds with their options first, then seeds 1..200. */

@@ -9,6 +9,8 @@
  * from the same disk and KV. Each recovery is checked against a reference
  * model of what clients were told (see {@link checkRecovery} and
  * docs/SIMULATION.md); then the workload resumes, and crashes again.
+ * With `commitFaults`, metadata commands that cannot apply or commit join the
+ * group commits too (see {@link FaultyKv}).
  *
  * Pure: everything comes from the World built from the seed.
  *
@@ -16,6 +18,7 @@
  */
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
+import { serialize } from "node:v8";
 import { formatAmzDate, sha256Hex, signRequest } from "../src/auth/sign.ts";
 import { LocalDataPath } from "../src/data/local.ts";
 import { type CompactionReport, compactSegments } from "../src/data/compactor.ts";
@@ -35,9 +38,11 @@ import type {
   WriteHandle,
 } from "../src/io/mod.ts";
 import {
+  type Command,
   type DataRef,
   LocalLog,
   type ManifestChunk,
+  MetaError,
   MIN_PART_SIZE_BYTES,
   type ObjectRecord,
   type PartRecord,
@@ -77,6 +82,15 @@ export interface EngineOptions {
    * the directories it makes (see `ENGINE_BUG_SEEDS` in corpus.ts).
    */
   readonly strictDirs?: boolean;
+  /**
+   * Metadata commands that fail inside a group commit (ADR 0009): during the
+   * workload some KV commits fail (before or after they are durable) and some
+   * KV reads fail; commands too large for Deno KV are proposed directly to
+   * the log (failing inside `apply()`) and sent as oversized requests. A 503
+   * then means "not applied" and is checked as such; a 500 means "may have
+   * applied". Default false.
+   */
+  readonly commitFaults?: boolean;
   /** Record an event trace. Default false. */
   readonly trace?: boolean;
   /**
@@ -116,6 +130,11 @@ export interface EngineReport {
   readonly relocatedObjects: number;
   readonly tornFiles: number;
   readonly lostDirOps: number;
+  /** With `commitFaults`: KV faults injected, answers 503 (not applied) and 500 (unknown), and oversized commands refused. */
+  readonly injectedFaults: number;
+  readonly notAppliedAnswers: number;
+  readonly unknownAnswers: number;
+  readonly refusedOversized: number;
   readonly bytesWritten: number;
   readonly trace: string[] | null;
 }
@@ -142,7 +161,8 @@ type Effect =
 interface KeyOp {
   readonly invoke: number;
   resp: number;
-  status: "pending" | "ok" | "failed";
+  /** `unknown`: answered 500 under `commitFaults`, so it may or may not have taken effect. */
+  status: "pending" | "ok" | "failed" | "unknown";
   readonly effect: Effect;
   readonly label: string;
 }
@@ -167,6 +187,8 @@ interface Upload {
 interface Proc {
   readonly gen: { dead: boolean };
   readonly kv: MetaKv;
+  /** The process's log, for proposing commands no request can carry. */
+  log: LocalLog | null;
   readonly disk: Disk;
   app: ReturnType<typeof createS3App> | null;
   /** One segment compaction pass on this process (what main.ts runs on a timer). */
@@ -320,6 +342,71 @@ class HookedKv implements MetaKv {
 }
 
 /**
+ * Metadata faults (`commitFaults`): while `active` (the workload phases, not
+ * boot or the checks), a KV commit fails with probability 8% before it is
+ * written and 5% after it is durable, and a `get` or `getMany` fails with 2%,
+ * or 50% for the first read after a failed commit (a store that fails a
+ * commit often fails the read that asks what became of it: the group's
+ * outcome is then unknown). A failed commit inside a group commit fails the
+ * rest of that group's flush.
+ */
+class FaultyKv implements MetaKv {
+  active = false;
+  injected = 0;
+  /** A commit just failed: the next read fails with probability 1/2. */
+  #shaken = false;
+  constructor(readonly inner: MetaKv, readonly rng: SimRng, readonly log: (l: string) => void) {}
+  #fault(what: string, p: number): boolean {
+    if (!this.active || !this.rng.chance(p)) return false;
+    this.injected++;
+    this.log(`inject ${what} failure`);
+    return true;
+  }
+  get<T>(key: KvKey): Promise<KvEntry<T> | null> {
+    const p = this.#shaken ? 0.5 : 0.02;
+    this.#shaken = false;
+    if (this.#fault("KV get", p)) return Promise.reject(new Error("Injected KV read failure"));
+    return this.inner.get<T>(key);
+  }
+  getMany<T>(keys: KvKey[]): Promise<(KvEntry<T> | null)[]> {
+    if (this.#fault("KV getMany", 0.02)) {
+      return Promise.reject(new Error("Injected KV read failure"));
+    }
+    return this.inner.getMany<T>(keys);
+  }
+  list<T>(
+    selector: KvSelector,
+    options?: { limit?: number; reverse?: boolean; batchSize?: number },
+  ): AsyncIterable<KvEntry<T>> {
+    return this.inner.list<T>(selector, options);
+  }
+  atomic(): KvAtomic {
+    const a = this.inner.atomic();
+    const faulty: KvAtomic = {
+      check: (key, vs) => (a.check(key, vs), faulty),
+      set: (key, value) => (a.set(key, value), faulty),
+      delete: (key) => (a.delete(key), faulty),
+      commit: async () => {
+        if (this.#fault("KV commit (not written)", 0.08)) {
+          this.#shaken = true;
+          throw new Error("Injected KV commit failure (not written)");
+        }
+        const ok = await a.commit();
+        if (this.#fault("KV commit (durable)", 0.05)) {
+          this.#shaken = true;
+          throw new Error("Injected KV commit failure (written)");
+        }
+        return ok;
+      },
+    };
+    return faulty;
+  }
+  close(): void {
+    this.inner.close();
+  }
+}
+
+/**
  * Tracks directories made by `mkdirp()` whose parent has not been fsynced
  * since, and after a crash loses each of them (and its subtree) with
  * probability 1/2, as a POSIX file system may.
@@ -413,6 +500,9 @@ class EngineRun {
   readonly readsDuringWrites: boolean;
   readonly readRaces: boolean;
   readonly strictDirs: StrictDirs | null;
+  readonly commitFaults: boolean;
+  /** The current process's fault injector (`commitFaults`). */
+  faults: FaultyKv | null = null;
   readonly keyNames: string[];
   readonly weights: { op: string; w: number }[];
   readonly segmentRollBytes: number;
@@ -459,6 +549,10 @@ class EngineRun {
     relocatedObjects: 0,
     tornFiles: 0,
     lostDirOps: 0,
+    injectedFaults: 0,
+    notAppliedAnswers: 0,
+    unknownAnswers: 0,
+    refusedOversized: 0,
     crashPoints: {} as Record<string, number>,
   };
 
@@ -485,6 +579,7 @@ class EngineRun {
     this.strictDirs = options.strictDirs
       ? new StrictDirs(this.disk, rng.fork(), (l) => this.log(l))
       : null;
+    this.commitFaults = options.commitFaults ?? false;
     const keyCount = rng.range(3, 12);
     this.keyNames = Array.from(
       { length: keyCount },
@@ -500,6 +595,8 @@ class EngineRun {
       { op: "get", w: this.readsDuringWrites ? w(0, 15) : 0 },
       { op: "compact", w: w(0, 6) },
     ];
+    // Drawn only with commitFaults, so that the schedules of other runs stay as they were.
+    if (this.commitFaults) this.weights.push({ op: "oversized", w: w(2, 8) });
     // Small segments, so that rolls, sealed segments and compaction happen within a few writes.
     this.segmentRollBytes = rng.pick([4 << 10, 64 << 10, 1 << 20]);
     this.disk.afterOp = (kind) => {
@@ -549,7 +646,12 @@ class EngineRun {
     const gen = { dead: false };
     const mutate = this.options.mutate;
     const rawKv = this.kvStore.open();
-    const kv = new HookedKv(mutate?.kv ? mutate.kv(rawKv) : rawKv, gen, (phase) => {
+    const planted = mutate?.kv ? mutate.kv(rawKv) : rawKv;
+    if (this.faults) this.stats.injectedFaults += this.faults.injected;
+    this.faults = this.commitFaults
+      ? new FaultyKv(planted, this.rng.fork(), (l) => this.log(l))
+      : null;
+    const kv = new HookedKv(this.faults ?? planted, gen, (phase) => {
       if (gen.dead) return;
       if (phase === "after") this.kvCommits++;
       const t = this.trigger;
@@ -559,7 +661,7 @@ class EngineRun {
     });
     const base = this.strictDirs ? this.strictDirs.wrap(this.disk) : this.disk;
     const disk = new FencedDisk(mutate?.disk ? mutate.disk(base) : base, gen);
-    const proc: Proc = { gen, kv, disk, app: null, compact: null };
+    const proc: Proc = { gen, kv, disk, log: null, app: null, compact: null };
     this.proc = proc;
     const world = this.world;
     const clock: Clock = {
@@ -578,6 +680,7 @@ class EngineRun {
     const removed = await data.sweep(live);
     this.stats.sweptFiles += removed;
     const log = await LocalLog.open(kv);
+    proc.log = log;
     const logError = (requestId: string, err: unknown) => {
       if (!gen.dead) {
         this.internalErrors.push(`request ${requestId}: ${(err as Error)?.stack ?? err}`);
@@ -689,7 +792,7 @@ class EngineRun {
       }
       if (proc.gen.dead) return never();
       this.stats.acked++;
-      if (res.status >= 500) {
+      if (res.status >= 500 && !(this.commitFaults && (res.status === 500 || res.status === 503))) {
         throw this.fail(
           `${method} ${path}${opts.query ? `?${opts.query}` : ""} answered ${res.status}: ` +
             `${new TextDecoder().decode(bytes).slice(0, 300)}` +
@@ -733,6 +836,35 @@ class EngineRun {
     op.resp = this.seq++;
     op.status = ok ? "ok" : "failed";
     this.log(() => `${ok ? "ok" : "failed"} ${op.label}`);
+  }
+
+  /**
+   * Under `commitFaults`, a 5xx answer to a write: 503 means nothing of it
+   * was applied (the op is failed, and the checks hold it to that), 500 that
+   * it may have been (unknown, like a write cut by a crash, but answered).
+   * @returns whether `r` was such an answer
+   */
+  faulted(r: Reply, ops: KeyOp[]): boolean {
+    const kind = this.faultKind(r);
+    if (kind === null) return false;
+    for (const op of ops) {
+      if (kind === "failed") {
+        this.end(op, false);
+      } else {
+        op.resp = this.seq++;
+        op.status = "unknown";
+        this.log(() => `unknown ${op.label}`);
+      }
+    }
+    return true;
+  }
+
+  /** `failed` for a 503, `unknown` for a 500, under `commitFaults`; else null. */
+  faultKind(r: Reply): "failed" | "unknown" | null {
+    if (!this.commitFaults || (r.status !== 500 && r.status !== 503)) return null;
+    if (r.status === 503) this.stats.notAppliedAnswers++;
+    else this.stats.unknownAnswers++;
+    return r.status === 503 ? "failed" : "unknown";
   }
 
   /** A version as CopyObject reproduces it: same bytes, ETag the MD5 of the bytes. */
@@ -872,6 +1004,10 @@ class EngineRun {
       this.log(() => `c${id} compaction: ${r.compacted} segment(s), ${r.relocated} moved`);
     } catch (err) {
       if (proc.gen.dead) return never();
+      if (this.commitFaults && !(err instanceof SimFailure)) {
+        this.log(() => `c${id} compaction failed: ${(err as Error)?.message ?? err}`);
+        return;
+      }
       throw err instanceof SimFailure
         ? err
         : this.fail(`Compaction failed: ${(err as Error)?.stack ?? err}`);
@@ -892,6 +1028,7 @@ class EngineRun {
           `c${id} PutObject ${key} ${describe(v)}`,
         );
         const r = await this.send("PUT", this.path(key), { body: v.bytes });
+        if (this.faulted(r, [k])) return;
         this.expect(r.status === 200 && unquote(r.headers.get("etag")) === v.etag, r, k.label);
         this.end(k, true);
         return;
@@ -899,6 +1036,7 @@ class EngineRun {
       case "delete": {
         const k = this.begin(key, { kind: "delete" }, `c${id} DeleteObject ${key}`);
         const r = await this.send("DELETE", this.path(key));
+        if (this.faulted(r, [k])) return;
         this.expect(r.status === 204, r, k.label);
         this.end(k, true);
         return;
@@ -914,6 +1052,7 @@ class EngineRun {
           query: "delete",
           body: new TextEncoder().encode(xml),
         });
+        if (this.faulted(r, ops)) return;
         const text = new TextDecoder().decode(r.body);
         this.expect(r.status === 200 && xmlBlocks(text, "Error").length === 0, r, ops[0].label);
         for (const o of ops) this.end(o, true);
@@ -929,6 +1068,7 @@ class EngineRun {
           this.end(k, false);
           return;
         }
+        if (this.faulted(r, [k])) return;
         this.expect(r.status === 200, r, k.label);
         const etag = unquote(xmlTags(new TextDecoder().decode(r.body), "ETag")[0] ?? "");
         (k.effect as { etag?: string }).etag = etag;
@@ -938,7 +1078,97 @@ class EngineRun {
       case "get":
         await this.readCheck(id, key);
         return;
+      case "oversized":
+        await this.oversized(id, key);
+        return;
     }
+  }
+
+  /**
+   * Under `commitFaults`: a command too large for Deno KV, three ways. Sent
+   * as a PutObject with 3 KiB of user metadata (400 MetadataTooLarge) or a
+   * 64 to 200 KiB PutBucketCors (400 MaxMessageLengthExceeded), it is refused
+   * before it is proposed; proposed straight to the log as a PutBucketCors
+   * whose rules pass the check before proposing but whose bucket record does
+   * not fit 64 KiB, it fails inside `apply()`, within whatever group it joins.
+   * The bucket never gets a CORS configuration (`checkRecovery` looks).
+   */
+  async oversized(id: number, key: string): Promise<void> {
+    const how = this.rng.pick(["metadata", "cors", "apply"] as const);
+    if (how === "metadata") {
+      const v = this.newBody(this.rng.range(0, 4096));
+      const k = this.begin(
+        key,
+        { kind: "put", version: v },
+        `c${id} PutObject ${key} (3 KiB metadata)`,
+      );
+      const r = await this.send("PUT", this.path(key), {
+        body: v.bytes,
+        headers: { "x-amz-meta-big": "m".repeat(3072) },
+      });
+      if (this.faulted(r, [k])) return;
+      this.expect(
+        r.status === 400 && /MetadataTooLarge/.test(new TextDecoder().decode(r.body)),
+        r,
+        k.label,
+      );
+      this.stats.refusedOversized++;
+      this.end(k, false);
+      return;
+    }
+    if (how === "cors") {
+      const origin = `<AllowedOrigin>https://${"o".repeat(60)}.example</AllowedOrigin>`;
+      const n = Math.ceil(this.rng.range(64 << 10, 200 << 10) / origin.length);
+      const xml = `<CORSConfiguration><CORSRule>${origin.repeat(n)}` +
+        `<AllowedMethod>GET</AllowedMethod></CORSRule></CORSConfiguration>`;
+      this.log(() => `invoke c${id} PutBucketCors (${xml.length} B)`);
+      const r = await this.send("PUT", `/${BUCKET}`, {
+        query: "cors",
+        body: new TextEncoder().encode(xml),
+      });
+      if (this.faultKind(r) !== null) return;
+      this.expect(
+        r.status === 400 && /MaxMessageLengthExceeded/.test(new TextDecoder().decode(r.body)),
+        r,
+        `c${id} PutBucketCors (${xml.length} B)`,
+      );
+      this.stats.refusedOversized++;
+      return;
+    }
+    const proc = this.proc!;
+    const cmd = this.poisonCors();
+    this.log(() => `invoke c${id} propose oversized PutBucketCors`);
+    this.stats.requests++;
+    this.stats.inFlight++;
+    try {
+      await proc.log!.propose(cmd);
+    } catch (err) {
+      if (proc.gen.dead) return never();
+      if (!(err instanceof MetaError)) {
+        throw this.fail(`An oversized PutBucketCors failed with ${err}; want a MetaError`);
+      }
+      this.log(() => `refused c${id} oversized PutBucketCors: ${err.code}`);
+      this.stats.refusedOversized++;
+      return;
+    } finally {
+      if (!proc.gen.dead) this.stats.inFlight--;
+    }
+    if (proc.gen.dead) return never();
+    throw this.fail("An oversized PutBucketCors was applied");
+  }
+
+  /** A PutBucketCors whose rules pass `checkCommandLimits` but whose bucket record is over 64 KiB. */
+  poisonCors(): Command {
+    const rule = {
+      allowedOrigins: [""],
+      allowedMethods: ["GET"],
+      allowedHeaders: [],
+      exposeHeaders: [],
+    };
+    // The check measures the rules in a minimal bucket record; the real one is longer.
+    const minimal = { name: BUCKET, createdMs: 0, region: "", cors: [rule] };
+    rule.allowedOrigins[0] = "x".repeat(65536 - 4 - serialize(minimal).byteLength);
+    return { type: "PutBucketCors", bucket: BUCKET, rules: [rule] };
   }
 
   /**
@@ -984,7 +1214,7 @@ class EngineRun {
     this.log(() => `invoke c${id} GetObject ${key}`);
     const r = await this.send("GET", this.path(key));
     this.log(() => `answer c${id} GetObject ${key}: ${r.status}, ${r.body.length} B`);
-    if (r.status === 404) return;
+    if (r.status === 404 || this.faultKind(r) !== null) return;
     this.expect(r.status === 200, r, `c${id} GetObject ${key}`);
     const got = { bytes: r.body, etag: unquote(r.headers.get("etag")) };
     const candidates = this.everVersions(key);
@@ -1021,6 +1251,16 @@ class EngineRun {
       this.unansweredCreates.set(key, (this.unansweredCreates.get(key) ?? 0) + 1);
       this.log(() => `invoke c${id} CreateMultipartUpload ${key}`);
       const r = await this.send("POST", this.path(key), { query: "uploads" });
+      const fault = this.faultKind(r);
+      if (fault !== null) {
+        // Not applied: no upload can show up; unknown: it may, as after a crash.
+        if (fault === "failed") {
+          this.unansweredCreates.set(key, this.unansweredCreates.get(key)! - 1);
+        }
+        u.busy = false;
+        this.log(() => `${fault} c${id} CreateMultipartUpload ${key}`);
+        return;
+      }
       this.expect(r.status === 200, r, `c${id} CreateMultipartUpload ${key}`);
       this.unansweredCreates.set(key, this.unansweredCreates.get(key)! - 1);
       u.id = xmlTags(new TextDecoder().decode(r.body), "UploadId")[0];
@@ -1043,6 +1283,17 @@ class EngineRun {
         query: `partNumber=${p}&uploadId=${u.id}`,
         body: v.bytes,
       });
+      const fault = this.faultKind(r);
+      if (fault !== null) {
+        if (fault === "failed") a.status = "failed";
+        else {
+          // Either this upload of the part or an earlier answered one is current: upload it again.
+          for (const other of attempts) if (other.status === "ok") other.status = "pending";
+        }
+        u.busy = false; // resumed later, the part uploaded again
+        this.log(() => `${fault} c${id} UploadPart ${u.key} ${u.id} #${p}`);
+        return;
+      }
       this.expect(
         r.status === 200 && unquote(r.headers.get("etag")) === v.etag,
         r,
@@ -1061,6 +1312,13 @@ class EngineRun {
       this.seq++;
       this.log(() => `invoke c${id} AbortMultipartUpload ${u.key} ${u.id}`);
       const r = await this.send("DELETE", this.path(u.key), { query: `uploadId=${u.id}` });
+      const fault = this.faultKind(r);
+      if (fault !== null) {
+        if (fault === "failed") u.abort = undefined;
+        u.busy = false;
+        this.log(() => `${fault} c${id} AbortMultipartUpload ${u.key} ${u.id}`);
+        return;
+      }
       this.expect(r.status === 204, r, `AbortMultipartUpload ${u.id}`);
       u.abort = "ok";
       u.open = false;
@@ -1096,6 +1354,13 @@ class EngineRun {
       query: `uploadId=${u.id}`,
       body: new TextEncoder().encode(xml),
     });
+    if (this.faulted(r, [k])) {
+      // Not applied: the upload is still open and may be completed later.
+      if (k.status === "failed") u.complete = undefined;
+      this.unlock([], [u.key]);
+      u.busy = false;
+      return;
+    }
     this.expect(
       r.status === 200 &&
         unquote(xmlTags(new TextDecoder().decode(r.body), "ETag")[0] ?? "") === etag,
@@ -1152,6 +1417,7 @@ class EngineRun {
     this.readers.clear();
     this.writers.clear();
     this.armTrigger();
+    if (this.faults) this.faults.active = true;
     let running = this.clients;
     for (let c = 0; c < this.clients; c++) {
       this.client(c).then(
@@ -1163,6 +1429,7 @@ class EngineRun {
       );
     }
     await this.drive(() => this.crashed || running === 0, "the workload");
+    if (this.faults) this.faults.active = false;
     if (!this.crashed) this.crash("idle");
     this.workloadRequests += this.stats.requests - started.requests;
     this.workloadMs += this.world.nowMs - started.ms;
@@ -1197,6 +1464,10 @@ class EngineRun {
       relocatedObjects: this.stats.relocatedObjects,
       tornFiles: this.stats.tornFiles,
       lostDirOps: this.stats.lostDirOps,
+      injectedFaults: this.stats.injectedFaults + (this.faults?.injected ?? 0),
+      notAppliedAnswers: this.stats.notAppliedAnswers,
+      unknownAnswers: this.stats.unknownAnswers,
+      refusedOversized: this.stats.refusedOversized,
       bytesWritten: this.disk.stats.writtenBytes,
       trace: this.world.trace,
     };
@@ -1305,6 +1576,10 @@ class EngineRun {
     }
 
     await this.checkUploads(observed);
+    if (this.commitFaults) {
+      const cors = await this.send("GET", `/${BUCKET}`, { query: "cors" });
+      this.expect(cors.status === 404, cors, "GetBucketCors after oversized PutBucketCors");
+    }
 
     // The observed state is now the model's starting point.
     const now = this.seq++;

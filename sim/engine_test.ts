@@ -72,6 +72,28 @@ Deno.test("runEngine() keeps every acknowledged write and never shows a torn obj
   assert.ok(compacted > 0 && relocated > 0, "compaction ran and moved live objects");
 });
 
+Deno.test("runEngine() with commit faults keeps every acknowledged write; a 503 is never visible (ADR 0009)", async (t) => {
+  const totals = { injected: 0, notApplied: 0, unknown: 0, refused: 0, requests: 0 };
+  for (let seed = 1; seed <= 100; seed++) {
+    await t.step({
+      name: `seed=${seed}`,
+      fn: async () => {
+        const r = await runOrExplain(seed, { commitFaults: true });
+        totals.injected += r.injectedFaults;
+        totals.notApplied += r.notAppliedAnswers;
+        totals.unknown += r.unknownAnswers;
+        totals.refused += r.refusedOversized;
+        totals.requests += r.requests;
+      },
+      sanitizeOps: false,
+      sanitizeResources: false,
+    });
+  }
+  console.log(`100 seeds with commit faults: ${JSON.stringify(totals)}`);
+  assert.ok(totals.injected > 0 && totals.notApplied > 0 && totals.unknown > 0, "faults bit");
+  assert.ok(totals.refused > 0, "oversized commands were refused");
+});
+
 Deno.test("runEngine() replays a seed exactly (same trace twice)", async () => {
   const a = await runEngine(9, { trace: true });
   const b = await runEngine(9, { trace: true });

@@ -8,7 +8,7 @@
  *   deno task sim [--fresh=N] [--seed=S] [--trace] [--voters=3|5] [--fault-ms=MS]
  *                 [--membership=true|false]
  *   deno task sim --engine [--fresh=N] [--seed=S] [--trace] [--crashes=N]
- *                 [--big-parts=true|false] [--read-races] [--strict-dirs]
+ *                 [--big-parts=true|false] [--read-races] [--strict-dirs] [--commit-faults]
  *
  * On a failure it prints the seed and the command that replays it, and
  * exits with status 1.
@@ -47,6 +47,7 @@ export function engineReplayCommand(
     options.bigParts !== undefined ? ` --big-parts=${options.bigParts}` : "",
     options.readRaces ? " --read-races" : "",
     options.strictDirs ? " --strict-dirs" : "",
+    options.commitFaults ? " --commit-faults" : "",
   ].join("");
   return `deno task sim --engine --seed=${seed}${flags}${trace ? " --trace" : ""}`;
 }
@@ -59,6 +60,7 @@ async function engineMain(): Promise<number> {
     ...(arg("big-parts") ? { bigParts: arg("big-parts") === "true" } : {}),
     ...(arg("read-races") === "true" ? { readRaces: true } : {}),
     ...(arg("strict-dirs") === "true" ? { strictDirs: true } : {}),
+    ...(arg("commit-faults") === "true" ? { commitFaults: true } : {}),
   };
   const seeds: { seed: number; options?: EngineOptions }[] = [];
   if (one !== undefined) seeds.push({ seed: Number(one) });

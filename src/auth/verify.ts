@@ -129,6 +129,9 @@ interface Signed {
   amzDate: string;
 }
 
+/** The fields of a SigV4 Authorization header; any other is refused. */
+const AUTH_FIELDS = ["Credential", "SignedHeaders", "Signature"];
+
 function verifyHeaderAuth(
   req: AuthRequest,
   authorization: string,
@@ -165,6 +168,15 @@ function verifyHeaderAuth(
     const eq = item.indexOf("=");
     if (eq <= 0) throw malformed(`cannot parse '${item}'`);
     const key = item.slice(0, eq).trim();
+    // Two Authorization headers reach here joined by ", " (RFC 9110 section 5.3): a second
+    // scheme or a field SigV4 lacks means more than one header, or one forged to look valid.
+    if (/^(AWS4-HMAC-SHA256|AWS4-ECDSA-P256-SHA256|AWS)\s/.test(key)) {
+      throw new AuthError("InvalidArgument", "Only one Authorization header is allowed", {
+        ArgumentName: "Authorization",
+        ArgumentValue: authorization,
+      });
+    }
+    if (!AUTH_FIELDS.includes(key)) throw malformed(`unexpected field '${key}'`);
     if (fields.has(key)) throw malformed(`'${key}' appears more than once`);
     fields.set(key, item.slice(eq + 1).trim());
   }

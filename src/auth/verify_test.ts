@@ -621,6 +621,9 @@ Deno.test("verifyRequest() rejects garbled Authorization headers", () => {
     [good + ", Signature=" + "0".repeat(64), "AuthorizationHeaderMalformed"],
     [good.replace("AWS4-HMAC-SHA256", "AWS4-ECDSA-P256-SHA256"), "NotImplemented"],
     [good.replace(/Signature=[0-9a-f]+/, "Signature=zz"), "SignatureDoesNotMatch"],
+    // Two Authorization headers arrive joined by ", ".
+    [good + ", junk=1", "AuthorizationHeaderMalformed"],
+    [good + ", AWS4-HMAC-SHA256 Credential=x", "InvalidArgument"],
   ];
   for (const [authorization, code] of cases) {
     const req = signed();

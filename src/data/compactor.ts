@@ -18,7 +18,7 @@
  * @module
  */
 import type { MetaKv } from "../io/mod.ts";
-import { keys, type MetaLog, type ObjectRecord, sameData } from "../meta/mod.ts";
+import { keys, type MetaLog, notApplied, type ObjectRecord, sameData } from "../meta/mod.ts";
 import type { Reclaimer } from "./reclaim.ts";
 import { planCompaction, type SegmentStore } from "./segments.ts";
 
@@ -102,7 +102,8 @@ async function compactionPass(
         deps.reclaimer.retire(result.garbage);
         if (result.garbage.some((g) => sameData(g, from))) report.relocated++;
       } catch (err) {
-        deps.reclaimer.retire([to]);
+        // Kept unless the log promises the move is not visible (ADR 0009).
+        if (notApplied(err)) deps.reclaimer.retire([to]);
         throw err;
       } finally {
         deps.segments.settle(to);

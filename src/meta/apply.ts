@@ -12,6 +12,7 @@
  */
 import { KV_LIMITS, type KvKey, type MetaKv } from "../io/mod.ts";
 import { type ApplyResult, type Command, MetaError, type WriteCondition } from "./commands.ts";
+import { checkWrite } from "./limits.ts";
 import {
   type BucketRecord,
   type DataRef,
@@ -56,10 +57,18 @@ export const MIN_PART_SIZE_BYTES = 5 * 1024 * 1024;
 /**
  * Applies `cmd` as the command at log position `index`.
  *
- * @throws {MetaError} with the S3 error code when the command cannot apply; nothing is changed then
+ * Every write is checked against Deno KV's key and value limits before it is
+ * queued (`limits.ts`), so a record too large fails this command alone, with
+ * the S3 error of its request, deterministically on every replica.
+ *
+ * @throws {MetaError} with the S3 error code when the command cannot apply
+ * (`MetadataTooLarge`, `MaxMessageLengthExceeded` for a record over 64 KiB).
+ * Over a plain MetaKv a throw after a first commit of a split command leaves
+ * only what the startup sweep removes; over a `GroupKv` the caller
+ * rolls back everything the command wrote (`LocalLog` does).
  */
 export async function apply(cmd: Command, kv: MetaKv, index: number): Promise<ApplyResult> {
-  const batch = new Batch(kv, index);
+  const batch = new Batch(kv, index, cmd);
   switch (cmd.type) {
     case "CreateBucket": {
       const existing = await kv.get<BucketRecord>(keys.bucket(cmd.bucket.name));
@@ -175,7 +184,7 @@ export async function apply(cmd: Command, kv: MetaKv, index: number): Promise<Ap
       batch.delete(keys.upload(cmd.bucket, cmd.key, cmd.uploadId));
       await batch.commit();
       const garbage: DataRef[] = [];
-      const cleanup = new Batch(kv, null);
+      const cleanup = new Batch(kv, null, cmd);
       for await (const e of kv.list<PartRecord>({ prefix: keys.parts(cmd.uploadId) })) {
         garbage.push(e.value.data);
         cleanup.delete(e.key);
@@ -223,7 +232,7 @@ async function completeMultipartUpload(
 
   // 1. Manifest chunks: invisible until the object record names them.
   const chunkCount = Math.ceil(chosen.length / MANIFEST_CHUNK_PARTS);
-  const chunks = new Batch(kv, null);
+  const chunks = new Batch(kv, null, cmd);
   for (let c = 0; c < chunkCount; c++) {
     const chunk: ManifestChunk = {
       parts: chosen.slice(c * MANIFEST_CHUNK_PARTS, (c + 1) * MANIFEST_CHUNK_PARTS),
@@ -256,7 +265,7 @@ async function completeMultipartUpload(
 
   // 3. Part records are no longer reachable; remove them, collecting parts left out of the object.
   const used = new Set(chosen.map((p) => p.partNumber));
-  const cleanup = new Batch(kv, null);
+  const cleanup = new Batch(kv, null, cmd);
   for (const part of stored.values()) {
     if (!used.has(part.partNumber)) garbage.push(part.data);
     cleanup.delete(keys.part(cmd.uploadId, part.partNumber));
@@ -335,7 +344,8 @@ function stripUndefined<T extends object>(o: T): T {
  * Accumulates mutations and commits them in as few atomic commits as Deno
  * KV's limits allow. A unit (the mutations between `endUnit()` calls) never
  * straddles two commits. When `index` is given, the last commit also records
- * it as the applied index.
+ * it as the applied index. Every write is checked against Deno KV's limits
+ * for `cmd` ({@link checkWrite}) when it is queued.
  */
 class Batch {
   #ops: { key: KvKey; value?: unknown }[] = [];
@@ -343,14 +353,16 @@ class Batch {
   #sizeBytes = 0;
   #unitSizeBytes = 0;
 
-  constructor(readonly kv: MetaKv, readonly index: number | null) {}
+  constructor(readonly kv: MetaKv, readonly index: number | null, readonly cmd: Command) {}
 
   set(key: KvKey, value: unknown): void {
+    checkWrite(this.cmd, key, value);
     this.#ops.push({ key, value });
     this.#unitSizeBytes += approxSize(key) + JSON.stringify(value).length;
   }
 
   delete(key: KvKey): void {
+    checkWrite(this.cmd, key);
     this.#ops.push({ key });
     this.#unitSizeBytes += approxSize(key);
   }

@@ -92,7 +92,7 @@ export interface ApplyResult {
  */
 export class MetaError extends Error {
   override name = "MetaError";
-  constructor(readonly code: string, message: string) {
-    super(message);
+  constructor(readonly code: string, message: string, options?: ErrorOptions) {
+    super(message, options);
   }
 }

@@ -6,6 +6,13 @@
  *
  * Every `atomic().commit()` a command makes is a unit: units are never split
  * across KV commits, so each stays all-or-nothing, as `apply()` expects.
+ * A command that fails part-way is undone with `rollback(mark)`: only its own
+ * units are dropped, and the group goes on. A flush writes the units in order,
+ * so after a failed flush KV holds a prefix of them; {@link GroupCommitError}
+ * says which prefix is durable and which units may or may not be (ADR 0009).
+ * Every KV commit of a flush also sets `["sys", "flush"]` to the next
+ * sequence number, so after a commit fails, reading that key back tells
+ * whether it was written (a rejected Deno KV commit has finished either way).
  *
  * Pure apart from the MetaKv it wraps: no clock, no randomness.
  *
@@ -19,12 +26,16 @@ import {
   type KvSelector,
   type MetaKv,
 } from "../io/mod.ts";
+import { keySizeBytes, valueSizeBytes } from "./limits.ts";
+import { keys } from "./records.ts";
 
 type Part = KvKey[number];
 interface Op {
   key: KvKey;
   value?: unknown;
   deleted: boolean;
+  /** Encoded key and value size, as Deno KV counts it against a commit's size. */
+  sizeBytes: number;
 }
 
 const encoder = new TextEncoder();
@@ -86,27 +97,78 @@ function keyId(key: KvKey): string {
   );
 }
 
-function opSizeBytes(op: Op): number {
-  let n = 0;
-  for (const p of op.key) n += typeof p === "string" ? p.length * 3 + 2 : 10;
-  return n + (op.deleted ? 0 : JSON.stringify(op.value ?? null).length);
+/**
+ * Measures a write as Deno KV does and refuses, as Deno KV's commit would,
+ * a key or value over its limit: the writing command then fails alone.
+ */
+function measure(key: KvKey, value: unknown, deleted: boolean): Op {
+  const keyBytes = keySizeBytes(key);
+  if (keyBytes > KV_LIMITS.keySizeBytes) {
+    throw new TypeError(`Key too large for write (max ${KV_LIMITS.keySizeBytes} bytes)`);
+  }
+  const valueBytes = deleted ? 0 : valueSizeBytes(value);
+  if (valueBytes > KV_LIMITS.valueSizeBytes) {
+    throw new TypeError(`Value too large (max ${KV_LIMITS.valueSizeBytes} bytes)`);
+  }
+  return { key, value, deleted, sizeBytes: keyBytes + valueBytes };
+}
+
+/**
+ * Thrown by {@link GroupKv.flush} when a KV commit fails. Units are numbered
+ * in the order they were written since the previous flush:
+ * `[0, durableUnits)` reached KV, `[durableUnits, attemptedUnits)` were in the
+ * commit that failed and may or may not have been written (empty when reading
+ * back the flush sequence number told), and `[attemptedUnits, ...)` were never
+ * written.
+ */
+export class GroupCommitError extends Error {
+  override name = "GroupCommitError";
+  constructor(
+    readonly durableUnits: number,
+    readonly attemptedUnits: number,
+    override readonly cause: unknown,
+  ) {
+    super(
+      `Metadata group commit failed after ${durableUnits} durable units: ${
+        (cause as Error)?.message ?? String(cause)
+      }`,
+    );
+  }
 }
 
 /**
  * A MetaKv whose writes stay in memory until `flush()`; reads see them.
- * Only `set` and `delete` are supported inside `atomic()` (apply uses no checks).
+ * Only `set` and `delete` are supported inside `atomic()` (apply uses no checks);
+ * like Deno KV, `set` refuses a key or value over its limit (a `TypeError`).
  */
 export class GroupKv implements MetaKv {
   #overlay = new Map<string, Op>();
   #units: Op[][] = [];
   /** Base values read ahead by `prefetch()`; valid until the next flush, as only flush writes the base. */
   #readAhead = new Map<string, KvEntry<unknown> | null>();
+  /** The flush sequence number in the base KV; `null` until read (or after a read-back failed). */
+  #flushSeq: number | null = null;
 
   constructor(readonly base: MetaKv) {}
 
   /** Units written since the last flush. */
   get pendingUnits(): number {
     return this.#units.length;
+  }
+
+  /** A savepoint: the number of units written so far, for {@link rollback}. */
+  mark(): number {
+    return this.#units.length;
+  }
+
+  /** Drops every unit written after `mark` (a command that failed part-way), as if never written. */
+  rollback(mark: number): void {
+    if (mark >= this.#units.length) return;
+    this.#units.length = mark;
+    this.#overlay.clear();
+    for (const unit of this.#units) {
+      for (const op of unit) this.#overlay.set(keyId(op.key), op);
+    }
   }
 
   async get<T>(key: KvKey): Promise<KvEntry<T> | null> {
@@ -185,11 +247,11 @@ export class GroupKv implements MetaKv {
         throw new Error("GroupKv does not support checks");
       },
       set: (key, value) => {
-        ops.push({ key, value, deleted: false });
+        ops.push(measure(key, value, false));
         return builder;
       },
       delete: (key) => {
-        ops.push({ key, deleted: true });
+        ops.push(measure(key, undefined, true));
         return builder;
       },
       commit: () => {
@@ -201,29 +263,51 @@ export class GroupKv implements MetaKv {
     return builder;
   }
 
-  /** Writes every pending unit to the base KV, packing units into as few commits as the limits allow. */
+  /**
+   * Writes every pending unit to the base KV, in order, packing units into as
+   * few commits as the limits allow.
+   *
+   * @throws {GroupCommitError} when a commit fails: which units are durable
+   */
   async flush(): Promise<void> {
     const units = this.#units;
     this.#units = [];
     // Later writes to a key win; one commit then carries one mutation per key.
     let batch = new Map<string, Op>();
     let sizeBytes = 0;
+    let durableUnits = 0;
+    let batchEnd = 0;
     const commit = async () => {
       if (batch.size === 0) return;
+      if (this.#flushSeq === null) {
+        try {
+          this.#flushSeq = (await this.base.get<number>(keys.flush()))?.value ?? 0;
+        } catch (err) {
+          throw new GroupCommitError(durableUnits, durableUnits, err);
+        }
+      }
+      const seq = this.#flushSeq + 1;
       const atomic = this.base.atomic();
       for (const op of batch.values()) {
         if (op.deleted) atomic.delete(op.key);
         else atomic.set(op.key, op.value);
       }
-      if (!await atomic.commit()) throw new Error("Metadata group commit failed a check");
+      atomic.set(keys.flush(), seq);
+      try {
+        if (!await atomic.commit()) throw new Error("Metadata group commit failed a check");
+      } catch (err) {
+        throw await this.#outcome(seq, durableUnits, batchEnd, err);
+      }
+      this.#flushSeq = seq;
+      durableUnits = batchEnd;
       batch = new Map();
       sizeBytes = 0;
     };
     try {
       for (const unit of units) {
-        const unitSize = unit.reduce((n, op) => n + opSizeBytes(op), 0);
+        const unitSize = unit.reduce((n, op) => n + op.sizeBytes, 0);
         if (
-          batch.size + unit.length > KV_LIMITS.mutationsPerCommit ||
+          batch.size + unit.length + 1 > KV_LIMITS.mutationsPerCommit ||
           sizeBytes + unitSize > KV_LIMITS.commitSizeBytes * 0.75
         ) {
           await commit();
@@ -234,12 +318,29 @@ export class GroupKv implements MetaKv {
           batch.set(id, op);
         }
         sizeBytes += unitSize;
+        batchEnd++;
       }
       await commit();
     } finally {
       this.#overlay.clear();
       this.#readAhead.clear();
     }
+  }
+
+  /** After the commit of units `[from, to)` with sequence number `seq` failed: was it written? */
+  async #outcome(seq: number, from: number, to: number, err: unknown): Promise<GroupCommitError> {
+    try {
+      const now = (await this.base.get<number>(keys.flush()))?.value ?? 0;
+      if (now === seq) {
+        this.#flushSeq = seq;
+        return new GroupCommitError(to, to, err);
+      }
+      if (now === seq - 1) return new GroupCommitError(from, from, err);
+    } catch {
+      // unknown: read the sequence number again before the next commit
+    }
+    this.#flushSeq = null;
+    return new GroupCommitError(from, to, err);
   }
 
   close(): void {

@@ -13,8 +13,9 @@
  */
 import type { MetaKv } from "../io/mod.ts";
 import { apply, readKeys } from "./apply.ts";
-import { GroupKv } from "./group.ts";
-import type { ApplyResult, Command } from "./commands.ts";
+import { GroupCommitError, GroupKv } from "./group.ts";
+import { type ApplyResult, type Command, MetaError } from "./commands.ts";
+import { checkCommandLimits } from "./limits.ts";
 import {
   type DataRef,
   keys,
@@ -27,13 +28,25 @@ import {
 export * from "./records.ts";
 export * from "./commands.ts";
 export { apply, MIN_PART_SIZE_BYTES, readKeys, readManifest } from "./apply.ts";
-export { compareKeys, GroupKv } from "./group.ts";
+export { compareKeys, GroupCommitError, GroupKv } from "./group.ts";
+export { checkCommandLimits, checkWrite, keySizeBytes, valueSizeBytes } from "./limits.ts";
 
-/** The seam every metadata change goes through. */
+/**
+ * The seam every metadata change goes through.
+ *
+ * What a rejection means (ADR 0009), and so what a caller may do with data it
+ * stored for the command:
+ * - {@link MetaError}: nothing of the command is visible, now or later; data
+ *   only this command would have referenced may be released.
+ * - anything else ({@link CommitOutcomeUnknown}, an I/O error): the command may
+ *   be applied; data it references must be kept (the startup sweep removes
+ *   it if no record does).
+ */
 export interface MetaLog {
   /**
-   * Appends `cmd` to the log and resolves once it is applied here.
-   * @throws {MetaError} when the command cannot apply
+   * Appends `cmd` to the log and resolves once it is applied and durable here.
+   * @throws {MetaError} when the command did not apply
+   * @throws {CommitOutcomeUnknown} when it may have
    */
   propose(cmd: Command): Promise<ApplyResult>;
   /**
@@ -49,6 +62,27 @@ export interface MetaLog {
   readBarrier(): Promise<void>;
 }
 
+/**
+ * A command whose group commit failed in a way that leaves its outcome
+ * unknown: some or all of its writes may be durable. Callers must keep any
+ * data the command references; it answers as `InternalError`.
+ */
+export class CommitOutcomeUnknown extends Error {
+  override name = "CommitOutcomeUnknown";
+  constructor(readonly command: Command["type"], override readonly cause: unknown) {
+    super(
+      `The metadata commit of a ${command} failed and may or may not have been written: ${
+        (cause as Error)?.message ?? String(cause)
+      }`,
+    );
+  }
+}
+
+/** Whether `err`, a rejection of `propose()`, promises that nothing of the command is visible. */
+export function notApplied(err: unknown): boolean {
+  return err instanceof MetaError;
+}
+
 /** Commands applied together in one group commit, at most. */
 export const MAX_GROUP_COMMANDS = 256;
 
@@ -59,9 +93,36 @@ interface Pending {
 }
 
 /**
+ * A failure of `apply()` for `cmd`, after its writes were rolled back: a
+ * `MetaError` as it is, anything else (a KV read that failed) as
+ * `ServiceUnavailable`, which promises that nothing of the command is visible.
+ */
+function asNotApplied(cmd: Command, err: unknown): MetaError {
+  if (err instanceof MetaError) return err;
+  return new MetaError(
+    "ServiceUnavailable",
+    `Applying ${cmd.type} failed; nothing of it was written: ${(err as Error)?.message ?? err}`,
+    { cause: err },
+  );
+}
+
+/** How one command of a group came out of `apply()`: its units are `[firstUnit, endUnit)`. */
+type Outcome =
+  | { ok: true; result: ApplyResult; firstUnit: number; endUnit: number }
+  | { ok: false; err: unknown; firstUnit: number; endUnit: number };
+
+/**
  * The log of a cluster of one: commands apply in the order they are
  * proposed. Commands that arrive while a group commit is in flight apply
  * together in the next one (see `group.ts`), so concurrent writers share fsyncs.
+ *
+ * Failure semantics (ADR 0009): a command too large for Deno KV is refused
+ * before it joins a group; a command that fails inside `apply()` is rolled
+ * back alone (a `MetaError`; any other error becomes `ServiceUnavailable`)
+ * and the group goes on; no command is answered before the group's
+ * flush has ended, and a failed flush answers each command by what reached KV:
+ * success if all its writes are durable, `MetaError` `ServiceUnavailable` if
+ * none was written, {@link CommitOutcomeUnknown} otherwise.
  */
 export class LocalLog implements MetaLog {
   #queue: Pending[] = [];
@@ -90,7 +151,17 @@ export class LocalLog implements MetaLog {
     return this.#index;
   }
 
+  /**
+   * @throws {MetaError} `MaxMessageLengthExceeded`, `MetadataTooLarge`, `KeyTooLongError`
+   * before queueing when a record is too large for Deno KV; otherwise what `apply()` throws
+   * @throws {CommitOutcomeUnknown} when the group's flush failed with this command's writes in flight
+   */
   propose(cmd: Command): Promise<ApplyResult> {
+    try {
+      checkCommandLimits(cmd);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return new Promise((resolve, reject) => {
       this.#queue.push({ cmd, resolve, reject });
       if (!this.#draining) this.#drain();
@@ -105,24 +176,49 @@ export class LocalLog implements MetaLog {
         await this.#group.prefetch(group.flatMap((p) => readKeys(p.cmd))).catch(() => {
           // a failed read-ahead only means the commands read for themselves
         });
-        const outcomes: ({ ok: true; result: ApplyResult } | { ok: false; err: unknown })[] = [];
+        const outcomes: Outcome[] = [];
         for (const p of group) {
+          const firstUnit = this.#group.mark();
           try {
-            outcomes.push({ ok: true, result: await apply(p.cmd, this.#group, ++this.#index) });
+            const result = await apply(p.cmd, this.#group, ++this.#index);
+            outcomes.push({ ok: true, result, firstUnit, endUnit: this.#group.mark() });
           } catch (err) {
-            outcomes.push({ ok: false, err });
+            // Only this command's writes are undone; the group goes on without it.
+            this.#group.rollback(firstUnit);
+            outcomes.push({
+              ok: false,
+              err: asNotApplied(p.cmd, err),
+              firstUnit,
+              endUnit: firstUnit,
+            });
           }
         }
+        let failure: GroupCommitError | null = null;
         try {
           await this.#group.flush();
         } catch (err) {
-          for (const p of group) p.reject(err);
-          continue;
+          failure = err instanceof GroupCommitError ? err : new GroupCommitError(0, Infinity, err);
         }
         group.forEach((p, i) => {
           const o = outcomes[i];
-          if (o.ok) p.resolve(o.result);
-          else p.reject(o.err);
+          if (failure === null || o.endUnit <= failure.durableUnits) {
+            // Durable, and so is everything before it that it read.
+            if (o.ok) p.resolve(o.result);
+            else p.reject(o.err);
+          } else if (
+            o.firstUnit >= failure.attemptedUnits || (!o.ok && o.firstUnit >= failure.durableUnits)
+          ) {
+            // Nothing of it was written (a failed command writes nothing); what it read may not be durable.
+            p.reject(
+              new MetaError(
+                "ServiceUnavailable",
+                "The metadata store failed to commit this request's group; nothing of it was written",
+                { cause: failure.cause },
+              ),
+            );
+          } else {
+            p.reject(new CommitOutcomeUnknown(p.cmd.type, failure.cause));
+          }
         });
       }
     } finally {

@@ -13,6 +13,7 @@
  * | `["upload", bucket, key, uploadId]` | {@link UploadRecord}: an in-progress multipart upload |
  * | `["part", uploadId, partNumber]` | {@link PartRecord}: an uploaded part |
  * | `["sys", "applied"]` | the index of the last applied command |
+ * | `["sys", "flush"]` | the sequence number of the last group-commit KV commit (`GroupKv`) |
  *
  * @module
  */
@@ -167,4 +168,6 @@ export const keys = {
   part: (uploadId: string, partNumber: number): KvKey => ["part", uploadId, partNumber],
   parts: (uploadId: string): KvKey => ["part", uploadId],
   applied: (): KvKey => ["sys", "applied"],
+  /** Set by every KV commit of a group flush, so a failed commit's outcome can be read back. */
+  flush: (): KvKey => ["sys", "flush"],
 } as const;

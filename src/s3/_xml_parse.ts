@@ -1,20 +1,28 @@
 /**
- * A small, strict XML 1.0 parser for S3 request bodies: elements, character
- * data, CDATA sections, comments and processing instructions; attributes are
- * checked for form and dropped; namespace prefixes are dropped from names. No
- * DTD: a DOCTYPE is refused, and the only references are XML's five predefined
- * entities and character references to characters XML 1.0 allows.
+ * Strict XML 1.0 parsing of S3 request bodies into a small element tree, on top
+ * of the `saxes` SAX parser (well-formedness, names, attributes, comments,
+ * CDATA, processing instructions, the five predefined entities and character
+ * references are its work). This module adds what S3 bodies need on top:
  *
- * Memory is bounded by the input: no recursion (an explicit stack, at most
- * {@link MAX_XML_DEPTH} deep), at most {@link MAX_XML_ELEMENTS} elements, and
- * references are decoded into one code-unit buffer per text run, so a body full
- * of `&amp;` costs a few times its size, not fifty.
+ * - no DTD: a DOCTYPE is refused (saxes reports it; we never read entity
+ *   declarations, so no entity expansion of any kind),
+ * - XML 1.0 rules always (an `<?xml version="1.1"?>` does not widen the
+ *   character set), and no character XML 1.0 forbids, lone surrogates included
+ *   (saxes lets a lone high surrogate through),
+ * - at most {@link MAX_XML_DEPTH} levels and {@link MAX_XML_ELEMENTS} elements,
+ * - attributes checked (by saxes) and dropped, namespace prefixes dropped.
+ *
+ * Text is kept as the parser delivers it: nothing is trimmed or collapsed; only
+ * XML's own end-of-line handling applies (a raw CR LF or CR reads as LF, as in
+ * every conforming parser; `&#13;` stays CR).
  *
  * Pure: no clock, no I/O.
  *
  * @see https://www.w3.org/TR/xml/
+ * @see https://github.com/lddubeau/saxes
  * @module
  */
+import { SaxesParser } from "saxes";
 
 /** One parsed element: its local name, child elements in order, and its character data. */
 export interface XmlElementNode {
@@ -41,65 +49,6 @@ export class XmlSyntaxError extends Error {
 export const NOT_XML_CHAR =
   // deno-lint-ignore no-control-regex
   /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-const NAME = /[A-Za-z_:\u00C0-\uFFFD][A-Za-z0-9_:.\-\u00B7\u00C0-\uFFFD]*/y;
-const ATTRIBUTE = /\s+([A-Za-z_:][A-Za-z0-9_:.\-]*)\s*=\s*("[^"<]*"|'[^'<]*')/y;
-const TAG_END = /\s*(\/?)>/y;
-const END_TAG_REST = /\s*>/y;
-const WHITESPACE = /^[ \t\r\n]*$/;
-
-function isXmlChar(cp: number): boolean {
-  return cp === 0x9 || cp === 0xa || cp === 0xd || (cp >= 0x20 && cp <= 0xd7ff) ||
-    (cp >= 0xe000 && cp <= 0xfffd) || (cp >= 0x10000 && cp <= 0x10ffff);
-}
-
-const PREDEFINED: Record<string, number> = { amp: 38, lt: 60, gt: 62, quot: 34, apos: 39 };
-const utf16 = new TextDecoder("utf-16le");
-
-/**
- * Decodes the references in `s` (character data or an attribute value).
- *
- * @throws {XmlSyntaxError} for an undeclared entity, a bad reference, or `<`
- */
-function decodeReferences(s: string): string {
-  let amp = s.indexOf("&");
-  if (amp === -1) return s;
-  // The decoded text is never longer than the raw text, in UTF-16 code units.
-  const out = new Uint16Array(s.length);
-  let n = 0;
-  let from = 0;
-  while (amp !== -1) {
-    for (let i = from; i < amp; i++) out[n++] = s.charCodeAt(i);
-    const semi = s.indexOf(";", amp);
-    const name = semi === -1 ? "" : s.slice(amp + 1, semi);
-    if (semi === -1 || name.length === 0 || name.length > 10) {
-      throw new XmlSyntaxError(`An undeclared entity reference "${s.slice(amp, amp + 12)}"`);
-    }
-    if (name[0] === "#") {
-      const digits = name[1] === "x" ? name.slice(2) : name.slice(1);
-      const ok = name[1] === "x" ? /^[0-9a-fA-F]+$/.test(digits) : /^[0-9]+$/.test(digits);
-      const cp = ok ? parseInt(digits, name[1] === "x" ? 16 : 10) : NaN;
-      if (!isXmlChar(cp)) {
-        throw new XmlSyntaxError(`A reference to a character XML 1.0 forbids "&${name};"`);
-      }
-      if (cp > 0xffff) {
-        out[n++] = 0xd800 + ((cp - 0x10000) >> 10);
-        out[n++] = 0xdc00 + ((cp - 0x10000) & 0x3ff);
-      } else {
-        out[n++] = cp;
-      }
-    } else {
-      const c = PREDEFINED[name];
-      if (c === undefined || !Object.hasOwn(PREDEFINED, name)) {
-        throw new XmlSyntaxError(`An undeclared entity reference "&${name};"`);
-      }
-      out[n++] = c;
-    }
-    from = semi + 1;
-    amp = s.indexOf("&", from);
-  }
-  for (let i = from; i < s.length; i++) out[n++] = s.charCodeAt(i);
-  return utf16.decode(out.subarray(0, n));
-}
 
 function localName(qname: string): string {
   const colon = qname.indexOf(":");
@@ -120,90 +69,51 @@ export function parseXmlDocument(text: string): XmlElementNode {
       })`,
     );
   }
+  const parser = new SaxesParser({
+    position: false,
+    defaultXMLVersion: "1.0",
+    forceXMLVersion: true,
+  });
   let root: XmlElementNode | undefined;
-  // Open elements with their qualified names, innermost last.
-  const stack: { node: XmlElementNode; qname: string }[] = [];
+  // Open elements, innermost last; saxes checks that end tags match.
+  const stack: XmlElementNode[] = [];
   let elements = 0;
-  let at = text.startsWith("\uFEFF") ? 1 : 0;
-  while (at < text.length) {
-    const lt = text.indexOf("<", at);
-    const end = lt === -1 ? text.length : lt;
-    if (end > at) {
-      const raw = text.slice(at, end);
-      if (raw.includes("]]>")) throw new XmlSyntaxError(`"]]>" in character data`);
-      const top = stack[stack.length - 1];
-      if (top) top.node.text += decodeReferences(raw);
-      else if (!WHITESPACE.test(raw)) throw new XmlSyntaxError("Text outside the root element");
+  parser.on("error", (err) => {
+    throw new XmlSyntaxError(`The XML is not well-formed: ${err.message}`);
+  });
+  parser.on("doctype", () => {
+    throw new XmlSyntaxError("DOCTYPE and other declarations are not accepted");
+  });
+  parser.on("opentagstart", () => {
+    if (++elements > MAX_XML_ELEMENTS) {
+      throw new XmlSyntaxError(`The XML holds more than ${MAX_XML_ELEMENTS} elements`);
     }
-    if (lt === -1) break;
-    if (text.startsWith("<!--", lt)) {
-      const close = text.indexOf("-->", lt + 4);
-      if (close === -1 || text.slice(lt + 4, close).includes("--")) {
-        throw new XmlSyntaxError("A malformed comment");
-      }
-      at = close + 3;
-    } else if (text.startsWith("<![CDATA[", lt)) {
-      const top = stack[stack.length - 1];
-      const close = text.indexOf("]]>", lt + 9);
-      if (!top || close === -1) throw new XmlSyntaxError("A malformed CDATA section");
-      top.node.text += text.slice(lt + 9, close);
-      at = close + 3;
-    } else if (text.startsWith("<?", lt)) {
-      const close = text.indexOf("?>", lt + 2);
-      NAME.lastIndex = lt + 2;
-      if (close === -1 || !NAME.test(text)) {
-        throw new XmlSyntaxError("A malformed processing instruction");
-      }
-      const target = text.slice(lt + 2, NAME.lastIndex);
-      if (target.toLowerCase() === "xml" && lt !== (text.startsWith("\uFEFF") ? 1 : 0)) {
-        throw new XmlSyntaxError("An XML declaration not at the start");
-      }
-      at = close + 2;
-    } else if (text.startsWith("<!", lt)) {
-      throw new XmlSyntaxError("DOCTYPE and other declarations are not accepted");
-    } else if (text.startsWith("</", lt)) {
-      NAME.lastIndex = lt + 2;
-      const m = NAME.exec(text);
-      const top = stack.pop();
-      if (!m || !top || m[0] !== top.qname) {
-        throw new XmlSyntaxError(`An end tag "${text.slice(lt, lt + 40)}" that opens nothing`);
-      }
-      END_TAG_REST.lastIndex = NAME.lastIndex;
-      if (!END_TAG_REST.test(text)) throw new XmlSyntaxError("A malformed end tag");
-      at = END_TAG_REST.lastIndex;
-    } else {
-      NAME.lastIndex = lt + 1;
-      const m = NAME.exec(text);
-      if (!m) throw new XmlSyntaxError(`A malformed tag "${text.slice(lt, lt + 40)}"`);
-      let pos = NAME.lastIndex;
-      for (;;) {
-        ATTRIBUTE.lastIndex = pos;
-        const a = ATTRIBUTE.exec(text);
-        if (!a) break;
-        decodeReferences(a[2].slice(1, -1));
-        pos = ATTRIBUTE.lastIndex;
-      }
-      TAG_END.lastIndex = pos;
-      const close = TAG_END.exec(text);
-      if (!close) throw new XmlSyntaxError(`A malformed tag "${text.slice(lt, lt + 40)}"`);
-      if (++elements > MAX_XML_ELEMENTS) {
-        throw new XmlSyntaxError(`The XML holds more than ${MAX_XML_ELEMENTS} elements`);
-      }
-      const node: XmlElementNode = { name: localName(m[0]), children: [], text: "" };
-      const parent = stack[stack.length - 1];
-      if (parent) parent.node.children.push(node);
-      else if (root) throw new XmlSyntaxError("A second root element");
-      else root = node;
-      if (close[1] !== "/") {
-        if (stack.length >= MAX_XML_DEPTH) {
-          throw new XmlSyntaxError(`The XML nests deeper than ${MAX_XML_DEPTH} elements`);
-        }
-        stack.push({ node, qname: m[0] });
-      }
-      at = TAG_END.lastIndex;
+    if (stack.length >= MAX_XML_DEPTH) {
+      throw new XmlSyntaxError(`The XML nests deeper than ${MAX_XML_DEPTH} elements`);
     }
-  }
+  });
+  parser.on("opentag", (tag) => {
+    const node: XmlElementNode = { name: localName(tag.name), children: [], text: "" };
+    const parent = stack[stack.length - 1];
+    if (parent) parent.children.push(node);
+    else if (root) throw new XmlSyntaxError("A second root element");
+    else root = node;
+    stack.push(node);
+  });
+  parser.on("closetag", () => {
+    const node = stack.pop();
+    // saxes builds a run of text with one string concatenation per reference; a
+    // search flattens that chain of pieces (tens of bytes each) into one string.
+    if (node && node.text.length > 0) node.text.indexOf("\u0000");
+  });
+  // Whitespace outside the root arrives here too (saxes refuses any other text there).
+  const append = (data: string) => {
+    const top = stack[stack.length - 1];
+    if (top) top.text += data;
+  };
+  parser.on("text", append);
+  parser.on("cdata", append);
+  parser.write(text).close();
   if (!root) throw new XmlSyntaxError("The XML has no root element");
-  if (stack.length > 0) throw new XmlSyntaxError(`The element "${stack[0].qname}" is not closed`);
   return root;
 }

@@ -128,7 +128,10 @@ export async function handleS3(req: Request, deps: ResolvedDeps): Promise<Respon
     res = await OPERATIONS[operation](ctx);
   } catch (err) {
     const s3err = toS3Error(err);
-    if (s3err.code === "InternalError") deps.logError(requestId, err);
+    // Server faults are logged: InternalError, and ServiceUnavailable (a failed metadata commit).
+    if (s3err.code === "InternalError" || s3err.code === "ServiceUnavailable") {
+      deps.logError(requestId, err);
+    }
     const headers = new Headers(s3err.headers);
     headers.set("x-amz-request-id", requestId);
     if (req.method === "HEAD" || s3err.status === 304) {
@@ -140,8 +143,10 @@ export async function handleS3(req: Request, deps: ResolvedDeps): Promise<Respon
         headers,
       });
     }
-    // A body the handler never read must not be left to block the connection.
-    if (req.body && !req.bodyUsed) req.body.cancel().catch(() => {});
+    // The rest of a refused request's body is not read: draining it would let anyone make the
+    // server take unbounded bytes. `connection: close` makes the listener close the connection
+    // as soon as the answer is sent (src/io/deno/listener.ts).
+    if (req.body !== null) res.headers.set("connection", "close");
   }
   if (req.method !== "OPTIONS" && req.headers.has("origin")) {
     await cors.addCorsHeaders(req, reads, bucket, res).catch((err) =>

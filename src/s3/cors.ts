@@ -136,10 +136,17 @@ export function matchCorsRule(
   );
 }
 
-/** @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutBucketCors.html */
+/** The largest CORS configuration document, in bytes ("limited to 64 KB in size"). */
+export const MAX_CORS_CONFIGURATION_BYTES = 64 * 1024;
+
+/**
+ * @throws {S3Error} `MaxMessageLengthExceeded` over {@link MAX_CORS_CONFIGURATION_BYTES}
+ * (or when the stored record would exceed Deno KV's value limit)
+ * @see https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutBucketCors.html
+ */
 export async function PutBucketCors(ctx: S3Context): Promise<Response> {
   const rules = parseCorsConfiguration(
-    await readXmlBody(ctx, "CORSConfiguration", { maxBytes: 256 * 1024 }),
+    await readXmlBody(ctx, "CORSConfiguration", { maxBytes: MAX_CORS_CONFIGURATION_BYTES }),
   );
   await ctx.deps.log.propose({ type: "PutBucketCors", bucket: ctx.bucket, rules });
   return new Response(null, { status: 200 });

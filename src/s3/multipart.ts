@@ -21,6 +21,7 @@ import {
   copyBytes,
   copySource,
   refuseUnsupportedWriteHeaders,
+  releaseUnapplied,
   removeGarbage,
 } from "./objects.ts";
 import { taggingHeader } from "./tagging.ts";
@@ -92,7 +93,7 @@ export async function CreateMultipartUpload(ctx: S3Context): Promise<Response> {
   );
 }
 
-/** Records stored bytes as part `partNumber`; removes them when the commit fails. */
+/** Records stored bytes as part `partNumber`; releases them when the command did not apply. */
 async function commitPart(
   ctx: S3Context,
   uploadId: string,
@@ -116,7 +117,7 @@ async function commitPart(
     });
     removeGarbage(ctx, result.garbage);
   } catch (err) {
-    removeGarbage(ctx, [part.data]);
+    releaseUnapplied(ctx, err, [part.data]);
     throw err;
   }
   return part;

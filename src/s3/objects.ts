@@ -8,7 +8,13 @@
  *
  * @module
  */
-import type { ChecksumAlgorithm, DataRef, ObjectRecord, WriteCondition } from "../meta/mod.ts";
+import {
+  type ChecksumAlgorithm,
+  type DataRef,
+  notApplied,
+  type ObjectRecord,
+  type WriteCondition,
+} from "../meta/mod.ts";
 import { checksumHeader, parseChecksumAlgorithm } from "./checksums.ts";
 import { type S3Context, xmlResponse } from "./context.ts";
 import { S3Error } from "./errors.ts";
@@ -44,6 +50,17 @@ import { taggingHeader } from "./tagging.ts";
  */
 export function removeGarbage(ctx: S3Context, garbage: DataRef[]): void {
   ctx.deps.reclaimer.retire(garbage);
+}
+
+/**
+ * After `propose()` rejected the command that would have referenced `refs`:
+ * hands them to the reclaimer only when the log promises the command is not
+ * visible (a `MetaError`, see `notApplied`). Any other failure may have left
+ * a committed record naming them, so they are kept; if none does, the startup
+ * sweep removes them (ADR 0009).
+ */
+export function releaseUnapplied(ctx: S3Context, err: unknown, refs: DataRef[]): void {
+  if (notApplied(err)) ctx.deps.reclaimer.retire(refs);
 }
 
 /** Wraps `stream` so that `release` runs once it ends, fails or is cancelled. */
@@ -127,7 +144,7 @@ function checksumHeaders(record: { checksum?: ObjectRecord["checksum"] }): Recor
   };
 }
 
-/** Proposes a PutObject for stored bytes; removes them when the commit fails. */
+/** Proposes a PutObject for stored bytes; releases them when the command did not apply. */
 async function commitObject(
   ctx: S3Context,
   ingested: Ingested,
@@ -144,7 +161,7 @@ async function commitObject(
     });
     removeGarbage(ctx, result.garbage);
   } catch (err) {
-    removeGarbage(ctx, [ingested.data]);
+    releaseUnapplied(ctx, err, [ingested.data]);
     throw err;
   } finally {
     ctx.deps.data.settle(ingested.data);

@@ -1,9 +1,9 @@
 /**
  * XML for the S3 API: rendering responses and error documents (always
  * well-formed XML 1.0, whatever the stored keys hold), and parsing capped
- * request bodies (with the strict parser of _xml_parse.ts): values are taken
- * byte for byte, DOCTYPEs (and so declared entities) refused, and markup where
- * text belongs is `MalformedXML`.
+ * request bodies (saxes, through _xml_parse.ts): values are taken as written
+ * (nothing trimmed; only XML's own CR LF folding), DOCTYPEs (and so declared
+ * entities) refused, and markup where text belongs is `MalformedXML`.
  *
  * Pure: no clock, no I/O.
  *

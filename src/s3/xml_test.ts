@@ -26,7 +26,8 @@ function malformed(text: string, root = "R"): string {
 Deno.test("parseXmlBody() keeps values byte for byte and decodes each reference once", () => {
   const doc = parseXmlBody(
     `<?xml version="1.0" encoding="UTF-8"?>\n<R xmlns="x"><K> a </K><K>&amp;lt;&#x41;&#65;&#x1F600;</K>` +
-      `<K><![CDATA[<b> &amp;]]>c<!-- note -->d</K><K/><s3:K xmlns:s3="y">\r\n</s3:K></R>`,
+      `<K><![CDATA[<b> &amp;]]>c<!-- note -->d</K><K/><s3:K xmlns:s3="y">\r\n</s3:K>` +
+      `<K>a\rb&#13;&#10;c\t</K></R>`,
     "R",
   );
   assert.deepEqual(doc.children.map((c) => c.text), [
@@ -34,7 +35,9 @@ Deno.test("parseXmlBody() keeps values byte for byte and decodes each reference 
     "&lt;AA\u{1F600}",
     "<b> &amp;cd",
     "",
-    "\r\n",
+    // XML 1.0 end-of-line handling folds a raw CR LF or CR into LF; references stay as written.
+    "\n",
+    "a\nb\r\nc\t",
   ]);
 });
 
@@ -53,6 +56,15 @@ Deno.test("parseXmlBody() refuses what XML 1.0 without a DTD does not allow", ()
       "<R>\u0001</R>",
       "<R>\uFFFF</R>",
       "<R>\uD800</R>",
+      "<R>\uD800a</R>",
+      "<R>a\uDC00</R>",
+      '<?xml version="1.1"?><R>&#1;</R>',
+      '<?xml version="1.1"?><R>\u0085\u0001</R>',
+      "<!DOCTYPE R><R/>",
+      "<R><!DOCTYPE R></R>",
+      "<R>&#X41;</R>",
+      "<R a='1' a='2'/>",
+      "<R></r>",
       '<!DOCTYPE R [<!ENTITY e "x">]><R>&e;</R>',
       "<R><a></R>",
       "<R></R><R></R>",

@@ -112,6 +112,8 @@ export interface StartOptions {
   env?: Record<string, string>;
   /** Extra `serve` flags, e.g. `["-domain", "s3.localhost"]`. */
   args?: string[];
+  /** A command that runs the server as its last arguments and execs it, e.g. `["prlimit", "--nofile=64:64"]`. */
+  wrapper?: string[];
 }
 
 /** A running `hamster serve` child process. */
@@ -159,15 +161,17 @@ export class ServerProcess {
     let lastError: Error | undefined;
     for (let attempt = 0; attempt < 3; attempt++) {
       const port = freePort();
-      const child = new Deno.Command(Deno.execPath(), {
-        args: hamsterArgs([
-          "serve",
-          "-data-dir",
-          dataDir,
-          "-s3",
-          `127.0.0.1:${port}`,
-          ...(opts.args ?? []),
-        ]),
+      const argv = hamsterArgs([
+        "serve",
+        "-data-dir",
+        dataDir,
+        "-s3",
+        `127.0.0.1:${port}`,
+        ...(opts.args ?? []),
+      ]);
+      const [command, ...wrapperArgs] = [...(opts.wrapper ?? []), Deno.execPath()];
+      const child = new Deno.Command(command, {
+        args: [...wrapperArgs, ...argv],
         cwd: REPO_ROOT,
         clearEnv: true,
         env: childEnv({ ...credentialEnv(creds), ...opts.env }),

@@ -137,7 +137,7 @@ Deno.test("bodies: oversized and entity-laden XML, broken chunking, wrong length
       {
         name: "PutBucketCors",
         req: (body) => ({ method: "PUT", path: `/${B}`, query: "cors=", body }),
-        capBytes: 256 * 1024,
+        capBytes: 64 * 1024,
       },
     ];
     const docs: Record<string, [string, string]> = {

@@ -2,7 +2,8 @@
  * Memory of XML parsing under hostile load: 8 concurrent DeleteObjects bodies of 2 MiB,
  * each packed with character references, must not grow the server's peak resident
  * memory (VmHWM from /proc/<pid>/status) by more than {@link MAX_GROWTH_BYTES}. Before
- * the fix each such body cost 35 to 50 MiB and 8 of them 300 to 430 MiB; after it about 120 MiB, most of it the answers (each echoes its 1.4 MiB key, escaped).
+ * the fix (fast-xml-parser) each such body cost 35 to 50 MiB and 8 of them 300 to 430 MiB;
+ * with saxes about 140 MiB, a good part of it the answers (each echoes its 1.4 MiB key, escaped).
  *
  * Linux only (reads /proc); measured numbers are in docs/BENCHMARKS.md.
  *

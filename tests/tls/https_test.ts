@@ -72,7 +72,7 @@ function freePort(): number {
   return port;
 }
 
-Deno.test("serve -tls-cert -tls-key answers HTTPS that verifies against the CA, and only that", async () => {
+Deno.test("serve -tls-cert -tls-key answers HTTPS that verifies against the CA, and only that; HTTP/2 by ALPN; the header timeout applies", async () => {
   const dir = await Deno.makeTempDir();
   const { ca, cert, key } = await makeCerts();
   await Deno.writeTextFile(`${dir}/ca.pem`, ca);
@@ -94,6 +94,8 @@ Deno.test("serve -tls-cert -tls-key answers HTTPS that verifies against the CA, 
       `${dir}/cert.pem`,
       "-tls-key",
       `${dir}/key.pem`,
+      "-header-timeout",
+      "2s",
     ],
     env: {
       HAMSTER_ACCESS_KEY_ID: CREDS.accessKeyId,
@@ -127,6 +129,27 @@ Deno.test("serve -tls-cert -tls-key answers HTTPS that verifies against the CA, 
     assert.equal(mb.status, 200, await mb.text());
     const list = await send("GET", "/");
     assert.match(await list.text(), /<Name>secure<\/Name>/);
+    // HTTP/2 is offered by ALPN.
+    const h2 = await Deno.connectTls({
+      hostname: "localhost",
+      port,
+      caCerts: [ca],
+      alpnProtocols: ["h2"],
+    });
+    assert.equal((await h2.handshake()).alpnProtocol, "h2");
+    h2.close();
+    // A request head that never ends is cut by -header-timeout over TLS too.
+    const slow = await Deno.connectTls({ hostname: "localhost", port, caCerts: [ca] });
+    await slow.write(new TextEncoder().encode(`GET / HTTP/1.1\r\nhost: localhost:${port}\r\n`));
+    const cut = await Promise.race([
+      slow.read(new Uint8Array(1024)).then(
+        (n) => n === null ? "closed" : "answered",
+        () => "closed",
+      ),
+      new Promise((r) => setTimeout(() => r("still open after 15 s"), 15_000)),
+    ]);
+    slow.close();
+    assert.equal(cut, "closed");
     // A client that does not trust the test CA refuses the connection.
     await assert.rejects(fetch(`https://localhost:${port}/`));
     // The aws CLI verifies against the CA bundle too, when it is installed.
