@@ -12,7 +12,7 @@
 import type { Clock, MetaKv, Rng } from "../io/mod.ts";
 import type { DialAddr, SecureConn } from "../io/conn.ts";
 import type { ConfChange, Message } from "../raft/mod.ts";
-import { type ApplyResult, type Command, type DataRef, type MetaLog } from "../meta/mod.ts";
+import type { ApplyResult, Command, DataRef, MetaLog } from "../meta/mod.ts";
 import type { DataPath } from "../data/local.ts";
 import { type Frame, FrameType } from "../transport/frame.ts";
 import { Transport } from "../transport/peer.ts";
@@ -119,6 +119,8 @@ export interface ClusterNodeDeps {
   onRemoved(): void;
   /** Logs a line for the operator. */
   log(line: string): void;
+  /** Members `cluster recover` dropped: their records are marked removed once a leader is known. */
+  recoveredDropped?: string[];
 }
 
 /** How long an operator request waits for a member's answer. */
@@ -544,6 +546,12 @@ export class ClusterNode {
     if (!self || self.addr !== listenAddr) {
       const member: MemberRecord = { ...self, id: selfId, addr: listenAddr };
       await this.#propose({ type: "PutMember", member });
+    }
+    for (const id of this.deps.recoveredDropped ?? []) {
+      const m = this.#members.get(id);
+      if (m && !m.removed && id !== selfId) {
+        await this.#propose({ type: "RemoveMember", nodeId: id });
+      }
     }
     if (credentials && !this.#creds.has(credentials.accessKeyId)) {
       await this.#propose({ type: "PutCredential", ...credentials });
