@@ -34,6 +34,12 @@ export interface RaftLogOptions {
 }
 
 /**
+ * Whether this build has the replicated log (`openRaftLog` works). The
+ * end-to-end cluster tests run only when it does.
+ */
+export const REPLICATED_LOG_AVAILABLE = false;
+
+/**
  * Opens the replicated log.
  * @throws {Error} until the replication core is on this branch.
  */
