@@ -458,3 +458,56 @@ Deno.test({
     }
   },
 });
+
+Deno.test("cluster CLI: --help on every verb, clear refusals before anything runs", async () => {
+  for (const verb of ["init", "run", "token", "status", "remove", "recover"]) {
+    const r = await runHamster(["cluster", verb, "--help"], { timeoutMs: STEP_MS });
+    assert.equal(r.code, 0, verb);
+    assert.match(r.stdout, new RegExp(`Usage: hamster cluster ${verb} -data-dir`));
+  }
+  const dir = await Deno.makeTempDir({ prefix: "hamster-cli-" });
+  try {
+    const cases: [string[], RegExp][] = [
+      [
+        ["cluster", "init", "-data-dir", dir, "-node", "Bad_Id", "-listen", "127.0.0.1:1"],
+        /Bad -node/,
+      ],
+      [["cluster", "init", "-data-dir", dir, "-node", "n1"], /-listen is required/],
+      [["cluster", "run", "-data-dir", dir, "-s3", "127.0.0.1:1"], /not a cluster node yet/],
+      [
+        ["cluster", "run", "-data-dir", dir, "-token", "x", "-s3", "127.0.0.1:1"],
+        /needs -node and -listen/,
+      ],
+      [["cluster", "status", "-data-dir", dir], /not a cluster node/],
+      [["cluster", "token", "-data-dir", dir, "-ttl", "forever"], /Bad -ttl/],
+      [["cluster", "remove", "-data-dir", dir], /exactly one NODE/],
+      [["cluster", "recover", "-data-dir", dir], /only with -force/],
+      [["cluster", "frobnicate"], /Unknown cluster verb/],
+    ];
+    for (const [args, want] of cases) {
+      const r = await runHamster(args, { timeoutMs: STEP_MS });
+      assert.equal(r.code, 2, args.join(" "));
+      assert.match(r.stderr, want, args.join(" "));
+    }
+    // A malformed token is refused before anything is dialled or written.
+    const r = await runHamster([
+      "cluster",
+      "run",
+      "-data-dir",
+      dir,
+      "-node",
+      "n2",
+      "-listen",
+      "127.0.0.1:1",
+      "-token",
+      "hamster-join-v1.AAAA",
+      "-s3",
+      "127.0.0.1:1",
+    ], { timeoutMs: STEP_MS });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /Cannot join \(MalformedToken\)/);
+    assert.equal(await Deno.stat(`${dir}/cluster/node.json`).catch(() => null), null);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
