@@ -225,11 +225,11 @@ Deno.test({
       }, 60_000);
 
       // A bucket, then a PUT on one follower and an immediate GET on the other.
-      assert.equal(await put(n1, "/b", ""), 200);
+      assert.equal(await put(n1, "/bkt", ""), 200);
       const s0 = await status("./n1", cwd);
       const followers = nodes.filter((n) => !n.dataDir.endsWith(s0.leader!));
-      assert.equal(await put(followers[0], "/b/k1", "hello from a follower"), 200);
-      assert.deepEqual(await get(followers[1], "/b/k1"), {
+      assert.equal(await put(followers[0], "/bkt/k1", "hello from a follower"), 200);
+      assert.deepEqual(await get(followers[1], "/bkt/k1"), {
         status: 200,
         text: "hello from a follower",
       });
@@ -240,13 +240,13 @@ Deno.test({
       let writing = true;
       let i = 0;
       const workload = (async () => {
-        while (writing) await put(others[i++ % 2], `/b/w${i}`, `v${i}`).catch(() => 0);
+        while (writing) await put(others[i++ % 2], `/bkt/w${i}`, `v${i}`).catch(() => 0);
       })();
       await sleep(300);
       const killedAt = Date.now();
       await leader.kill9();
       const firstWriteS = await until("a write after the leader died", async () => {
-        return (await put(others[0], `/b/after-${Date.now()}`, "x")) === 200
+        return (await put(others[0], `/bkt/after-${Date.now()}`, "x")) === 200
           ? (Date.now() - killedAt) / 1000
           : null;
       });
@@ -260,9 +260,9 @@ Deno.test({
       // The killed node restarts from disk and catches up.
       const restarted = await startNode(leader.args, cwd);
       nodes[nodes.indexOf(leader)] = restarted;
-      assert.equal(await put(others[1], "/b/late", "written while it was down"), 200);
+      assert.equal(await put(others[1], "/bkt/late", "written while it was down"), 200);
       await until("the restarted node to catch up", async () => {
-        const r = await get(restarted, "/b/late");
+        const r = await get(restarted, "/bkt/late");
         return r.status === 200 && r.text === "written while it was down" ? true : null;
       });
 
@@ -283,17 +283,19 @@ Deno.test({
         "-snapshot-every",
         "20",
       ];
-      for (let k = 0; k < 40; k++) await put(founder, `/b/s${k}`, `s${k}`);
+      for (let k = 0; k < 40; k++) await put(founder, `/bkt/s${k}`, `s${k}`);
       const n4 = await startNode(n4Args, cwd); // a brand-new member, from a snapshot
       nodes.push(n4);
       await until("the new member to catch up", async () => {
-        const r = await get(n4, "/b/s39");
+        const r = await get(n4, "/bkt/s39");
         return r.status === 200 && r.text === "s39" ? true : null;
       });
       const reuse = await runHamsterIn([
         "cluster",
         "run",
-        ...n4Args.map((a) => a.replace("n4", "n5")),
+        ...n4Args.map((a, i) =>
+          i > 0 && ["-data-dir", "-node"].includes(n4Args[i - 1]) ? a.replace("n4", "n5") : a
+        ),
       ], cwd);
       assert.notEqual(reuse.code, 0);
       assert.match(reuse.stderr, /UsedToken/);
@@ -406,8 +408,8 @@ Deno.test({
       const alone = await startNode(survivor.args.filter((a) => a !== "-token"), cwd);
       nodes.length = 0;
       nodes.push(alone);
-      assert.equal(await put(alone, "/b/after-recover", "ok"), 200);
-      assert.deepEqual(await get(alone, "/b/k1"), { status: 200, text: "hello from a follower" });
+      assert.equal(await put(alone, "/bkt/after-recover", "ok"), 200);
+      assert.deepEqual(await get(alone, "/bkt/k1"), { status: 200, text: "hello from a follower" });
     } finally {
       for (const n of nodes) await n.kill9().catch(() => {});
       await Deno.remove(cwd, { recursive: true }).catch(() => {});
