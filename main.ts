@@ -35,6 +35,7 @@ import {
   type TokenAnswer,
 } from "./src/cluster/admin.ts";
 import { ClusterNode, foundCluster } from "./src/cluster/node.ts";
+import { liveLocalRefs } from "./src/cluster/cluster_data.ts";
 import { recoverOneVoter } from "./src/cluster/recover.ts";
 import { decodeRaftMessage, encodeRaftMessage, openRaftLog } from "./src/cluster/open_log.ts";
 import { createS3App } from "./src/s3/app.ts";
@@ -936,6 +937,21 @@ async function clusterRun(args: string[]): Promise<void> {
     log: (line) => console.error(line),
     recoveredDropped: await readRecovered(dataDir),
   });
+  // Startup sweep of this node's data: only once the replica has every committed write
+  // (a read barrier), so no referenced file is taken for an orphan.
+  for (let attempt = 1;; attempt++) {
+    try {
+      await node.log.readBarrier();
+      break;
+    } catch (err) {
+      if (attempt % 5 === 1) {
+        console.error(`hamster: waiting for the cluster before serving: ${(err as Error).message}`);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  const swept = await localData.sweep(await liveLocalRefs(kv, selfId, node.founderId));
+  if (swept > 0) console.log(`Startup sweep removed ${swept} orphaned file(s)`);
   const reclaimer = new Reclaimer((ref) => {
     node.data.remove(ref).catch((err) => logError("reclaim", err));
   });

@@ -8,7 +8,8 @@
  *
  * @module
  */
-import type { DataRef } from "../meta/mod.ts";
+import type { MetaKv } from "../io/mod.ts";
+import type { DataRef, ManifestChunk, ObjectRecord, PartRecord } from "../meta/mod.ts";
 import type { CreateOptions, DataPath, DataWriter } from "../data/local.ts";
 
 /** Streams bytes held by another member. */
@@ -79,4 +80,32 @@ function localRef(ref: DataRef): DataRef {
   if (ref.node === undefined) return ref;
   const { node: _node, ...rest } = ref;
   return rest;
+}
+
+/**
+ * Every data ref the local replica holds whose bytes are on `selfId`, by
+ * data id, without writing anything (a replica changes only through the
+ * log). `founderId`: the holder of refs without a `node`. For the startup
+ * sweep, run after a read barrier so that the replica has every committed
+ * write.
+ */
+export async function liveLocalRefs(
+  kv: MetaKv,
+  selfId: string,
+  founderId: string | null,
+): Promise<Map<string, DataRef>> {
+  const live = new Map<string, DataRef>();
+  const add = (ref: DataRef) => {
+    if ((ref.node ?? founderId ?? selfId) === selfId) live.set(ref.dataId, localRef(ref));
+  };
+  const manifests = new Set<string>();
+  for await (const e of kv.list<ObjectRecord>({ prefix: ["cur"] })) {
+    if (e.value.data) add(e.value.data);
+    if (e.value.multipart) manifests.add(e.value.multipart.manifestId);
+  }
+  for await (const e of kv.list<ManifestChunk>({ prefix: ["manifest"] })) {
+    if (manifests.has(e.key[1] as string)) { for (const p of e.value.parts) add(p.data); }
+  }
+  for await (const e of kv.list<PartRecord>({ prefix: ["part"] })) add(e.value.data);
+  return live;
 }

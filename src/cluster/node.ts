@@ -178,7 +178,7 @@ export class ClusterNode {
       deps.timers,
       (peerId, body) => this.#onPeerCall(peerId, body),
     );
-    this.remote = new RemoteData(ids, send, deps.localData);
+    this.remote = new RemoteData(ids, send, deps.localData, deps.timers);
     this.data = new ClusterDataPath(
       deps.selfId,
       deps.localData,
@@ -303,8 +303,8 @@ export class ClusterNode {
       },
       burnToken: async (tokenId, nodeId, nowMs) => {
         try {
-          await this.#propose({ type: "BurnJoinToken", tokenId, nodeId, nowMs });
-          return true;
+          const result = await this.#propose({ type: "BurnJoinToken", tokenId, nodeId, nowMs });
+          return (result as { burned?: boolean }).burned === true;
         } catch (err) {
           if ((err as { name?: string }).name === "MetaError") return false;
           throw err;
@@ -405,7 +405,7 @@ export class ClusterNode {
     if (inConfig) await this.#changeMembership({ type: "remove", nodeId });
     // Tell it while its certificate is still accepted; then refuse it everywhere.
     await this.rpc.call(nodeId, { op: "removed" }, 1000).catch(() => {});
-    await this.#propose({ type: "RemoveMember", nodeId });
+    await this.#propose({ type: "RemoveMember", id: nodeId });
     return { removed: nodeId };
   }
 
@@ -466,15 +466,10 @@ export class ClusterNode {
         break;
       }
       case "RemoveMember": {
-        const prev = this.#members.get(c.nodeId);
-        this.#members.set(c.nodeId, {
-          id: c.nodeId,
-          addr: prev?.addr ?? "",
-          ...prev,
-          removed: true,
-        });
-        if (c.nodeId === this.deps.selfId) this.#removedSelf("removed from the cluster");
-        else this.transport.removePeer(c.nodeId);
+        const prev = this.#members.get(c.id);
+        this.#members.set(c.id, { id: c.id, addr: prev?.addr ?? "", ...prev, removed: true });
+        if (c.id === this.deps.selfId) this.#removedSelf("removed from the cluster");
+        else this.transport.removePeer(c.id);
         break;
       }
       case "PutCredential":
@@ -541,7 +536,7 @@ export class ClusterNode {
     await this.#reloadCaches();
     const self = this.#members.get(selfId);
     if (this.deps.ca && (await readClusterCa(kv)) === null) {
-      await this.#propose({ type: "PutClusterCa", certPem: this.deps.caCertPem });
+      await this.#propose({ type: "PutClusterCa", pem: this.deps.caCertPem });
     }
     if (!self || self.addr !== listenAddr) {
       const member: MemberRecord = { ...self, id: selfId, addr: listenAddr };
@@ -550,7 +545,7 @@ export class ClusterNode {
     for (const id of this.deps.recoveredDropped ?? []) {
       const m = this.#members.get(id);
       if (m && !m.removed && id !== selfId) {
-        await this.#propose({ type: "RemoveMember", nodeId: id });
+        await this.#propose({ type: "RemoveMember", id });
       }
     }
     if (credentials && !this.#creds.has(credentials.accessKeyId)) {
@@ -585,7 +580,7 @@ export async function foundCluster(
     await opts.clock.sleep(50);
   }
   const cmds: ClusterCommand[] = [
-    { type: "PutClusterCa", certPem: opts.caCertPem },
+    { type: "PutClusterCa", pem: opts.caCertPem },
     {
       type: "PutMember",
       member: { id: opts.selfId, addr: opts.listenAddr, founder: true },

@@ -47,8 +47,8 @@ export const clusterKeys = {
 /** The metadata commands the cluster wiring proposes. */
 export type ClusterCommand =
   | { type: "PutMember"; member: MemberRecord }
-  | { type: "RemoveMember"; nodeId: string }
-  | { type: "PutClusterCa"; certPem: string }
+  | { type: "RemoveMember"; id: string }
+  | { type: "PutClusterCa"; pem: string }
   | IssueJoinTokenCommand
   | BurnJoinTokenCommand
   | { type: "PutCredential"; accessKeyId: string; secretAccessKey: string };

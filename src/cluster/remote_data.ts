@@ -23,12 +23,14 @@
 import type { DataRef } from "../meta/mod.ts";
 import type { DataPath } from "../data/local.ts";
 import { decodeErrorFrame, type Frame, FrameType, readU32, u32Bytes } from "../transport/frame.ts";
-import { errorFrameOf, RpcError, type SendFrame, type StreamIds } from "./rpc.ts";
+import { errorFrameOf, RpcError, type SendFrame, type StreamIds, type Timers } from "./rpc.ts";
 
 /** Largest `StreamData` payload sent. */
 export const DATA_FRAME_BYTES = 256 * 1024;
 /** Window a reader grants when it opens a stream. */
 export const DEFAULT_WINDOW_BYTES = 1024 * 1024;
+/** A holder that sends nothing for this long after a stream opens or credit is granted is unreachable. */
+export const DEFAULT_SILENCE_MS = 10_000;
 
 interface Reading {
   queue: Uint8Array[];
@@ -36,6 +38,8 @@ interface Reading {
   ended: boolean;
   error: Error | null;
   wake: (() => void) | null;
+  /** Cancels the silence timer. */
+  quiet: (() => void) | null;
 }
 
 interface Serving {
@@ -61,12 +65,18 @@ export class RemoteData {
   readonly #reading = new Map<string, Reading>();
   readonly #serving = new Map<string, Serving>();
 
-  /** `local` serves reads asked by peers; `windowBytes` is granted per read. */
+  /**
+   * `local` serves reads asked by peers; `windowBytes` is granted per read; a
+   * holder silent for `silenceMs` while the reader waits fails the read
+   * (`Unreachable`): a down holder, or one the transport cannot reach.
+   */
   constructor(
     readonly ids: StreamIds,
     readonly send: SendFrame,
     readonly local: DataPath,
+    readonly timers: Timers,
     readonly windowBytes: number = DEFAULT_WINDOW_BYTES,
+    readonly silenceMs: number = DEFAULT_SILENCE_MS,
   ) {}
 
   /**
@@ -82,7 +92,14 @@ export class RemoteData {
   ): ReadableStream<Uint8Array> {
     let key = "";
     let id = 0;
-    const state: Reading = { queue: [], queuedBytes: 0, ended: false, error: null, wake: null };
+    const state: Reading = {
+      queue: [],
+      queuedBytes: 0,
+      ended: false,
+      error: null,
+      wake: null,
+      quiet: null,
+    };
     return new ReadableStream<Uint8Array>({
       start: () => {
         id = this.ids.next(holder);
@@ -98,7 +115,16 @@ export class RemoteData {
       },
       pull: async (controller) => {
         while (state.queue.length === 0 && !state.ended && !state.error) {
+          state.quiet = this.timers.setTimeout(this.silenceMs, () => {
+            this.#failReading(
+              key,
+              new RpcError("Unreachable", `${holder} sent nothing for ${this.silenceMs} ms`),
+            );
+            this.send(holder, { type: FrameType.StreamReset, streamId: id, payload: u32Bytes(2) });
+          });
           await new Promise<void>((resolve) => state.wake = resolve);
+          state.quiet();
+          state.quiet = null;
         }
         const chunk = state.queue.shift();
         if (chunk) {

@@ -74,7 +74,7 @@ async function startMember(ca: ClusterCa, nodeId: string, dir: string) {
     },
   }, { backoffMinMs: 20, backoffMaxMs: 100 });
   const send = (peerId: string, f: Parameters<Transport["send"]>[1]) => transport.send(peerId, f);
-  remote = new RemoteData(ids, send, local);
+  remote = new RemoteData(ids, send, local, timers);
   rpc = new PeerRpc(ids, send, timers, (peerId, body) => Promise.resolve({ from: peerId, body }));
   const listener = await listenCluster({
     hostname: "127.0.0.1",
@@ -255,6 +255,23 @@ Deno.test("operator requests: only the node's own certificate gets an answer", a
     );
   } finally {
     await a.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a holder that never answers fails the read as Unreachable, not a hang", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const local = new LocalDataPath(new DenoDisk(dir));
+    // The transport queues for a peer it cannot reach: nothing ever comes back.
+    const remote = new RemoteData(new StreamIds("a"), () => true, local, timers, 1 << 20, 200);
+    const ref: DataRef = { dataId: "1".repeat(32), k: 1, m: 0, sizeBytes: 10 };
+    await assert.rejects(
+      readAll(remote.read("gone", ref, 0, 10)),
+      (err: unknown) => err instanceof RpcError && err.code === "Unreachable",
+    );
+    assert.equal(remote.openStreams.reading, 0);
+  } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });
