@@ -36,7 +36,7 @@ import {
 } from "./src/cluster/admin.ts";
 import { ClusterNode, foundCluster } from "./src/cluster/node.ts";
 import { liveLocalRefs } from "./src/cluster/cluster_data.ts";
-import { recoverOneVoter } from "./src/cluster/recover.ts";
+import { recoverOneVoter, storedMembers } from "./src/cluster/recover.ts";
 import { decodeRaftMessage, encodeRaftMessage, openRaftLog } from "./src/cluster/open_log.ts";
 import { createS3App } from "./src/s3/app.ts";
 import { newId } from "./src/s3/context.ts";
@@ -441,6 +441,9 @@ Flags:
   -force          confirm (required)
 `;
 
+/** The voter id of `serve`'s one-voter Raft log, when `serve` runs on Raft. */
+const SERVE_LOG_NODE_ID = "local";
+
 /** `DIR/cluster/node.json`. */
 interface NodeJson {
   nodeId: string;
@@ -601,7 +604,13 @@ async function clusterInit(args: string[]): Promise<void> {
         `"${dataDir}" already belongs to a cluster; start it with "hamster cluster run"`,
       );
     }
-    if ((await Deno.stat(`${dataDir}/raft`).catch(() => null)) !== null) {
+    const serveVoters = (await Deno.stat(`${dataDir}/raft`).catch(() => null)) === null
+      ? null
+      : await storedMembers(new DenoDisk(dataDir), "raft");
+    if (serveVoters !== null && serveVoters.join() === SERVE_LOG_NODE_ID) {
+      // `serve`'s one-voter log: the same log, its voter renamed to this node.
+      await recoverOneVoter(new DenoDisk(dataDir), "raft", nodeId);
+    } else if (serveVoters !== null) {
       throw new UsageError(
         `"${dataDir}/raft" exists without "${dataDir}/cluster/node.json" (an interrupted init?): ` +
           `remove "${dataDir}/raft" and "${dataDir}/cluster" and run init again`,

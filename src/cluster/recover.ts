@@ -98,6 +98,25 @@ export async function recoverOneVoter(
   }
 }
 
+/**
+ * The members (voters and learners) of the Raft state in `dir`, or `null`
+ * when it holds none. Used to recognise `serve`'s one-voter log.
+ */
+export async function storedMembers(disk: Disk, dir: string): Promise<string[] | null> {
+  const st = await RaftStorage.open(disk, dir);
+  try {
+    if (st.isEmpty) return null;
+    const state = st.state;
+    const m = membershipAfter(
+      state.snapshot?.meta.membership ?? { voters: [], learners: [] },
+      state.entries,
+    );
+    return [...m.voters, ...m.learners];
+  } finally {
+    st.close();
+  }
+}
+
 /** The membership after folding the conf entries of `entries` into `m` (best effort, for the report). */
 function membershipAfter(m: Membership, entries: readonly Entry[]): Membership {
   const voters = new Set(m.voters);

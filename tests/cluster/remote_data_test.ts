@@ -46,7 +46,9 @@ async function startMember(ca: ClusterCa, nodeId: string, dir: string) {
   const local = new LocalDataPath(new DenoDisk(dir));
   await local.init();
   const ids = new StreamIds(nodeId);
+  // deno-lint-ignore prefer-const -- assigned once the transport they use exists
   let remote: RemoteData;
+  // deno-lint-ignore prefer-const -- assigned once the transport they use exists
   let rpc: PeerRpc;
   const transport = new Transport({
     selfId: nodeId,
