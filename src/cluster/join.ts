@@ -20,8 +20,10 @@
  *    key and chains to the pinned CA.
  *
  * `JoinRequest` payload, UTF-8 JSON:
- * `{"nodeId": string, "tokenId": 32 hex, "secret": base64url of 32 bytes, "csrPem": string}`.
- * `JoinResponse` payload, UTF-8 JSON: `{"certPem": string, "caCertPem": string}`.
+ * `{"nodeId": string, "tokenId": 32 hex, "secret": base64url of 32 bytes, "csrPem": string,
+ * "addr"?: host:port}` (`addr`: the joiner's cluster port, for its member record).
+ * `JoinResponse` payload, UTF-8 JSON: `{"certPem": string, "caCertPem": string,
+ * "members"?: [{"id": string, "addr": string}]}` (`members`: whom the joiner dials first).
  *
  * @module
  */
@@ -68,6 +70,16 @@ export interface JoinRequest {
   secret: string;
   /** The joiner's PKCS#10 CSR, PEM. */
   csrPem: string;
+  /** The joiner's cluster port, `host:port`, when it gave one. */
+  addr?: string;
+}
+
+/** A member as a `JoinResponse` lists it. */
+export interface JoinMember {
+  /** Node id. */
+  id: string;
+  /** Cluster port, `host:port`. */
+  addr: string;
 }
 
 /** The body of a `JoinResponse` frame. */
@@ -76,6 +88,8 @@ export interface JoinResponse {
   certPem: string;
   /** The cluster CA certificate, PEM. */
   caCertPem: string;
+  /** Current members and their cluster ports. */
+  members?: JoinMember[];
 }
 
 /** What a joiner keeps: its certificate, its own private key, the CA. */
@@ -88,6 +102,8 @@ export interface JoinResult {
   keyPem: string;
   /** The pinned cluster CA certificate, PEM. */
   caCertPem: string;
+  /** Members the answering node listed (possibly none). */
+  members: JoinMember[];
 }
 
 /**
@@ -124,6 +140,12 @@ export interface JoinAuthorityDeps {
    * proposal burned the token (see `BurnJoinTokenCommand`).
    */
   burnToken(tokenId: string, nodeId: string, nowMs: number): Promise<boolean>;
+  /**
+   * After the burn committed, before signing: records the joiner as a member
+   * (and a Raft learner) and returns the members to list in the answer.
+   * A throw refuses the join (the token stays burned).
+   */
+  admit?(request: JoinRequest): Promise<JoinMember[]>;
 }
 
 /**
@@ -153,11 +175,14 @@ export async function answerJoinRequest(request: Frame, deps: JoinAuthorityDeps)
     if (!(await deps.burnToken(req.tokenId, req.nodeId, nowMs))) {
       throw new JoinError("UsedToken", `Join token "${req.tokenId}" has already been used`);
     }
+    const members = deps.admit ? await deps.admit(req) : undefined;
     const certPem = await issueNodeCertificate(deps.ca, req.nodeId, req.csrPem, {
       nowMs,
       serial: deps.rng.fill(new Uint8Array(16)),
     });
-    return jsonFrame(FrameType.JoinResponse, { certPem, caCertPem: deps.ca.certPem });
+    const answer: JoinResponse = { certPem, caCertPem: deps.ca.certPem };
+    if (members) answer.members = members;
+    return jsonFrame(FrameType.JoinResponse, answer);
   } catch (e) {
     if (e instanceof JoinError || e instanceof JoinTokenError) {
       return errorFrame(0, e.code, e.message);
@@ -193,7 +218,24 @@ export function decodeJoinRequest(frame: Frame): JoinRequest {
     throw new JoinError("BadRequest", "JoinRequest secret is not 32 bytes of base64url");
   }
   if (typeof v.csrPem !== "string") throw new JoinError("BadRequest", "JoinRequest lacks a CSR");
-  return { nodeId: v.nodeId, tokenId: v.tokenId, secret: v.secret, csrPem: v.csrPem };
+  const out: JoinRequest = {
+    nodeId: v.nodeId,
+    tokenId: v.tokenId,
+    secret: v.secret,
+    csrPem: v.csrPem,
+  };
+  if (v.addr !== undefined) {
+    if (typeof v.addr !== "string" || v.addr.length > 300) {
+      throw new JoinError("BadRequest", "JoinRequest addr is not host:port");
+    }
+    try {
+      parseAddr(v.addr);
+    } catch {
+      throw new JoinError("BadRequest", `JoinRequest addr "${v.addr}" is not host:port`);
+    }
+    out.addr = v.addr;
+  }
+  return out;
 }
 
 /**
@@ -208,7 +250,7 @@ export function decodeJoinRequest(frame: Frame): JoinRequest {
 export async function requestJoin(
   tokenText: string,
   nodeId: string,
-  deps: { dial(addr: DialAddr): Promise<SecureConn>; clock: Clock },
+  deps: { dial(addr: DialAddr): Promise<SecureConn>; clock: Clock; addr?: string },
 ): Promise<JoinResult> {
   let token;
   try {
@@ -233,6 +275,7 @@ export async function requestJoin(
       secret: base64url(token.secret),
       csrPem: csr.csrPem,
     };
+    if (deps.addr !== undefined) request.addr = deps.addr;
     await conn.write(encodeFrame(jsonFrame(FrameType.JoinRequest, request)));
     const answer = await readOneFrame(conn);
     if (answer?.type === FrameType.Error) {
@@ -257,7 +300,12 @@ export async function requestJoin(
     ) {
       throw new JoinError("BadResponse", "JoinResponse certificate is not for this node's key");
     }
-    return { nodeId, certPem: res.certPem, keyPem: csr.keyPem, caCertPem };
+    const members = Array.isArray(res.members)
+      ? res.members.filter((m): m is JoinMember =>
+        typeof m?.id === "string" && isValidNodeId(m.id) && typeof m.addr === "string"
+      )
+      : [];
+    return { nodeId, certPem: res.certPem, keyPem: csr.keyPem, caCertPem, members };
   } catch (e) {
     if (e instanceof FrameError) throw new JoinError("BadResponse", e.message);
     throw e;

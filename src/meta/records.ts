@@ -69,10 +69,7 @@ export interface DataRef {
   sizeBytes: number;
   /** Set when the bytes are packed into a segment file: which one, and where the record starts. */
   segment?: SegmentLocation;
-  /**
-   * The node holding the bytes (a cluster member id); absent: the node that
-   * applies the record (every record a single node wrote before clustering).
-   */
+  /** On a cluster: the member holding the bytes. Absent: the founding node (or `serve`'s own). */
   node?: string;
 }
 

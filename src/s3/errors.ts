@@ -115,13 +115,20 @@ function isCoded(err: unknown): err is CodedError {
 /**
  * Maps any thrown value to an S3Error: S3Errors pass through, inner errors
  * whose `code` is an S3 error code keep it and their message, everything else
- * is `InternalError` (its detail goes to the log, not to the client).
+ * is `InternalError` (its detail goes to the log, not to the client). A
+ * `SlowDown` from the metadata log (no Raft leader known within its bound)
+ * carries `Retry-After: 1`.
  */
 export function toS3Error(err: unknown): S3Error {
   if (err instanceof S3Error) return err;
   if (isCoded(err)) {
     const extra = typeof err.extra === "object" && err.extra !== null ? err.extra : undefined;
-    return new S3Error(err.code as S3ErrorCode, err.message, extra ? { extra } : {});
+    // A cluster with no leader known answers SlowDown: tell the client when to retry.
+    const headers = err.code === "SlowDown" ? { "Retry-After": "1" } : undefined;
+    return new S3Error(err.code as S3ErrorCode, err.message, {
+      ...(extra ? { extra } : {}),
+      ...(headers ? { headers } : {}),
+    });
   }
   return new S3Error("InternalError");
 }

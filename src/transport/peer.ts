@@ -63,6 +63,13 @@ export interface TransportDeps {
   onJoinRequest?(request: Frame): Promise<Frame>;
   /** Told when `peerId` gains or loses its connection (for status and tests). */
   onPeerChange?(peerId: string, connected: boolean): void;
+  /**
+   * Answers one `Request` frame from a client holding this node's own
+   * certificate (the `hamster cluster` CLI run with `-data-dir`), with a
+   * `Response` or `Error` frame on the same stream id. Absent: such
+   * connections are closed.
+   */
+  onLocalRequest?(request: Frame): Promise<Frame>;
 }
 
 /** Limits and timings; every field has a default. */
@@ -258,7 +265,8 @@ export class Transport {
       this.refused.badCertificate++;
       return conn.close();
     }
-    if (peerId === this.#deps.selfId || this.#closed) return conn.close();
+    if (this.#closed) return conn.close();
+    if (peerId === this.#deps.selfId) return await this.#serveLocal(conn);
     this.#attach(this.#peer(peerId), conn, peerId);
   }
 
@@ -298,6 +306,40 @@ export class Transport {
       await conn.write(encodeFrame(answer)).catch(() => {});
     } finally {
       this.#joinConnections--;
+      this.#open.delete(conn);
+      conn.close();
+    }
+  }
+
+  /**
+   * A connection authenticated as this node itself: the CLI. It may send
+   * `Request` frames, each answered on its stream id; anything else closes it.
+   */
+  async #serveLocal(conn: SecureConn): Promise<void> {
+    const onLocalRequest = this.#deps.onLocalRequest;
+    if (!onLocalRequest) return conn.close();
+    this.#open.add(conn);
+    try {
+      const reader = new FrameReader(this.#opts.joinMaxPayloadBytes);
+      for await (const chunk of conn.chunks) {
+        for (const frame of reader.push(chunk)) {
+          if (frame.type !== FrameType.Request) return;
+          let answer: Frame;
+          try {
+            answer = await onLocalRequest(frame);
+          } catch {
+            answer = errorFrame(
+              frame.streamId,
+              "InternalError",
+              "The request could not be answered",
+            );
+          }
+          await conn.write(encodeFrame(answer));
+        }
+      }
+    } catch {
+      this.refused.badFrame++;
+    } finally {
       this.#open.delete(conn);
       conn.close();
     }
