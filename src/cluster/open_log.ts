@@ -35,12 +35,6 @@ export interface RaftLogOptions {
   compactEvery?: number;
 }
 
-/**
- * Whether this build has the replicated log (`openRaftLog` works). The
- * end-to-end cluster tests run only when it does.
- */
-export const REPLICATED_LOG_AVAILABLE = true;
-
 /** Opens the replicated log (`RaftLog`, state under `raft/` on `disk`). */
 export async function openRaftLog(opts: RaftLogOptions): Promise<ClusterLog> {
   return await RaftLog.open({ ...opts, dir: "raft" });

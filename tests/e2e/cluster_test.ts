@@ -12,14 +12,11 @@
  *   plaintext client, a client certificate from another CA;
  * - `remove`; `recover -force` after killing two of three voters;
  * - a `serve` data directory adopted by `cluster init`.
- *
- * Runs only in a build with the replicated log (`REPLICATED_LOG_AVAILABLE`).
  */
 import assert from "node:assert/strict";
 import { childEnv, freePort, hamsterArgs, REPO_ROOT, runHamster } from "./_server.ts";
 import type { ServerProcess } from "./_server.ts";
 import { signedFetch } from "./_client.ts";
-import { REPLICATED_LOG_AVAILABLE } from "../../src/cluster/open_log.ts";
 import { createClusterCa, createCsr, issueNodeCertificate } from "../../src/cluster/pki.ts";
 import { dialCluster } from "../../src/io/deno/tls.ts";
 import { decodeJoinToken, encodeJoinToken } from "../../src/cluster/token.ts";
@@ -190,7 +187,6 @@ function words(line: string, vars: Record<string, string>): string[] {
 Deno.test({
   name:
     "cluster: README quick start, then reads, failover, restart, snapshot, refusals, remove, recover",
-  ignore: !REPLICATED_LOG_AVAILABLE,
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
@@ -421,7 +417,6 @@ Deno.test({
 
 Deno.test({
   name: "cluster: cluster init adopts a serve data directory in place",
-  ignore: !REPLICATED_LOG_AVAILABLE,
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
