@@ -281,7 +281,9 @@ export class RaftLog implements MetaLog {
   }
 
   /**
-   * Proposes one membership change; resolves once it applied here.
+   * Proposes one membership change through the leader (from any member);
+   * resolves once it applied here. Re-sent with the same id every `retryMs`
+   * until then, like `propose()` (ADR 0059).
    * @throws {MetaError} `SlowDown` when no leader was known within `noLeaderWaitMs`
    * @throws {RangeError} when the change does not apply to the membership
    */
@@ -294,8 +296,28 @@ export class RaftLog implements MetaLog {
         this.#o.commitTimeoutMs ?? 30000,
         () => ctl.abort(new Error("The membership change did not apply in time")),
       );
+      // Once handed over, send the same id again every `retryMs` until it
+      // applies here: a forwarded change the leader dropped (it had not yet
+      // committed in its term, another change was pending, the message or the
+      // leader was lost) is not answered. The leader drops an id in flight in
+      // its log, and a change already made no longer applies to its membership.
+      let retrying = true;
+      let cancelResend = () => {};
+      const resend = () => {
+        this.#driver.call((r) => {
+          if (!retrying) return;
+          try {
+            r.proposeConfChange(cc, id);
+          } catch (err) {
+            if (!(err instanceof ProposalDroppedError) && !(err instanceof RangeError)) throw err;
+          }
+          cancelResend = this.#o.timers.setTimeout(this.#o.retryMs ?? 1000, resend);
+        });
+      };
+      const first = this.#driver.changeMembership(cc, id, ctl.signal);
+      cancelResend = this.#o.timers.setTimeout(this.#o.retryMs ?? 1000, resend);
       try {
-        await this.#driver.changeMembership(cc, id, ctl.signal);
+        await first;
         return;
       } catch (err) {
         if (!(err instanceof ProposalDroppedError)) throw err;
@@ -304,6 +326,8 @@ export class RaftLog implements MetaLog {
         }
         await new Promise<void>((r) => this.#o.timers.setTimeout(NO_LEADER_POLL_MS, r));
       } finally {
+        retrying = false;
+        cancelResend();
         cancel();
       }
     }

@@ -40,8 +40,14 @@ class Net {
   cut = new Set<string>();
   /** Deliver every forwarded proposal a second time, later (a retry racing the first). */
   duplicateProposals = false;
+  /** Forwarded membership changes still to lose on the way to the leader. */
+  dropConfProposals = 0;
   send(m: Message): void {
     if (this.cut.has(m.from) || this.cut.has(m.to)) return;
+    if (m.type === "Propose" && m.kind === "conf" && this.dropConfProposals > 0) {
+      this.dropConfProposals--;
+      return;
+    }
     queueMicrotask(() => this.nodes.get(m.to)?.step(m));
     if (this.duplicateProposals && m.type === "Propose") {
       setTimeout(() => this.nodes.get(m.to)?.step(m), 100);
@@ -266,4 +272,19 @@ Deno.test("RaftLog adopts a serve data dir at its applied index; refuses it with
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("RaftLog: a membership change on a follower goes to the leader, again when lost", async () => {
+  await withCluster(async (net, members) => {
+    const leader = await leaderOf(members);
+    const [f1, f2] = members.filter((m) => m !== leader);
+    const hasN4 = (m: Member) => m.log.status().members.some((p) => p.id === "n4");
+    await f1.log.changeMembership({ type: "addLearner", nodeId: "n4" });
+    for (const m of [f1, leader]) assert.ok(hasN4(m));
+    // The forwarded change is lost once: the follower sends it again (same id).
+    net.dropConfProposals = 1;
+    await f2.log.changeMembership({ type: "remove", nodeId: "n4" });
+    assert.equal(net.dropConfProposals, 0);
+    for (const m of [f2, leader]) assert.ok(!hasN4(m));
+  });
 });
