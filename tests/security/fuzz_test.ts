@@ -1117,12 +1117,15 @@ async function oversized(
         return 1;
       }
       const key = rng.pick(known);
+      // An object stored with up to 64 KiB of headers may have no room left for 3.8 KB of tags:
+      // its record would pass Deno KV's value limit, which is refused as MetadataTooLarge.
+      const nearLimit = key.startsWith("headers-");
       const r = await probe(`${count} tags (${keyChars}/${valueChars} chars): PutObjectTagging`, {
         method: "PUT",
         path: objectPath(ACKED, key),
         query: "tagging=",
         body: tags.xml,
-      }, expect);
+      }, ok && nearLimit ? { statuses: [200, 400], code: "MetadataTooLarge" } : expect);
       if (r?.status === 200) acked.get(key)!.tags = tags.shown;
       return 1;
     }
