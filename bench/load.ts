@@ -20,7 +20,8 @@
  */
 import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
-import { formatAmzDate, signRequest } from "../src/auth/sign.ts";
+import { CREDS, freePort, pattern, pool, put, sign } from "./_s3.ts";
+import type { Target } from "./_s3.ts";
 
 const args = parseArgs({
   args: Deno.args,
@@ -34,24 +35,9 @@ const args = parseArgs({
 const QUICK = args.values.quick === true;
 /** Runs only the workloads whose label contains this text, e.g. "4 KiB" or "64 MiB x1"; skips the RSS run. */
 const ONLY = args.values.only;
-const CREDS = { accessKeyId: "bench", secretAccessKey: "bench-secret" };
 const MiB = 1 << 20;
 /** 4 KiB PUTs sent to each server, unmeasured, before the workloads. */
 const WARM_UP_REQUESTS = 2000;
-
-interface Target {
-  name: string;
-  base: string;
-  pid: number;
-  signed: boolean;
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
 
 async function start(name: string, argv: string[], env: Record<string, string>, port: number) {
   const child = new Deno.Command(Deno.execPath(), {
@@ -71,28 +57,6 @@ async function start(name: string, argv: string[], env: Record<string, string>, 
     while (!(await reader.read()).done) { /* drain */ }
   })();
   return child;
-}
-
-function sign(method: string, url: URL, headers: Record<string, string> = {}): Headers {
-  return signRequest({
-    method,
-    rawPath: url.pathname,
-    rawQuery: url.search.slice(1),
-    headers: { host: url.host, ...headers },
-    credentials: CREDS,
-    region: "us-east-1",
-    amzDate: formatAmzDate(Date.now()),
-  }, "UNSIGNED-PAYLOAD").headers;
-}
-
-async function put(t: Target, key: string, body: BodyInit, length?: number): Promise<void> {
-  const url = new URL(`${t.base}/bench/${key}`);
-  const h = t.signed
-    ? sign("PUT", url, length !== undefined ? { "content-length": String(length) } : {})
-    : new Headers();
-  const res = await fetch(url, { method: "PUT", headers: h, body });
-  await res.body?.cancel();
-  if (res.status !== 200) throw new Error(`PUT ${key} on ${t.name}: ${res.status}`);
 }
 
 async function getMd5(t: Target, key: string, sizeBytes: number): Promise<string> {
@@ -129,34 +93,6 @@ async function curlGetMd5(t: Target, key: string, sizeBytes: number): Promise<st
   }).output();
   if (!out.success) throw new Error(`GET ${key} on ${t.name} failed`);
   return new TextDecoder().decode(out.stdout).split(" ")[0];
-}
-
-async function pool(
-  count: number,
-  streams: number,
-  fn: (i: number) => Promise<void>,
-): Promise<number> {
-  let next = 0;
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: streams }, async () => {
-    while (next < count) await fn(next++);
-  }));
-  return (performance.now() - t0) / 1000;
-}
-
-function pattern(sizeBytes: number, seed: number): Uint8Array {
-  const b = new Uint8Array(sizeBytes);
-  let x = seed * 2654435761 >>> 0;
-  for (let i = 0; i < sizeBytes; i += 4) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x;
-    b[i + 1] = x >>> 8;
-    b[i + 2] = x >>> 16;
-    b[i + 3] = x >>> 24;
-  }
-  return b;
 }
 
 const NULL_BLOCK = new Uint8Array(MiB).map((_, i) => (i * 31) & 0xff);
