@@ -65,6 +65,7 @@ export function listenCluster(opts: ListenClusterOptions): Promise<ClusterListen
       return;
     }
     sockets.add(socket);
+    socket.setNoDelay(true); // Raft messages and stream credits are small: no Nagle delay
     socket.once("close", () => sockets.delete(socket));
     if (!socket.authorized) {
       socket.setTimeout(opts.unauthenticatedIdleMs ?? 10_000, () => socket.destroy());
@@ -138,6 +139,7 @@ function connect(options: tls.ConnectionOptions, timeoutMs: number): Promise<Sec
         reject(new Error(`Cluster peer spoke ${socket.getProtocol()}, not TLSv1.3`));
         return;
       }
+      socket.setNoDelay(true); // Raft messages and stream credits are small: no Nagle delay
       resolve(wrapSocket(socket));
     });
     socket.once("error", reject);
